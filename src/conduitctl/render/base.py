@@ -1,0 +1,53 @@
+"""What every renderer shares: the host facts it may depend on, its output, the template env."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+
+@dataclass(frozen=True)
+class RenderEnv:
+    """Facts about the host a renderer needs; gathered by `hostinfo.render_env()` (an edge).
+
+    Keeping them in a value keeps every renderer a pure function of (settings, env).
+    """
+
+    is_root: bool = True
+    state_dir: Path = Path("/var/lib/conduitctl")
+    log_dir: Path = Path("/var/log/conduitctl")  # as non-root: STATE_DIR/log
+    run_dir: Path = Path("/run/conduitctl")  # pid files and sockets; as non-root: STATE_DIR/run
+    # nginx on Debian builds the stream module as a loadable .so; None when built in.
+    nginx_stream_module: str | None = "/usr/lib/nginx/modules/ngx_stream_module.so"
+    nginx_user: str = "www-data"
+    haproxy_user: str = "haproxy"
+    conduitctl_bin: str = "/usr/local/bin/conduitctl"
+    config_path: Path = Path("/etc/conduitctl/conduit.toml")
+    nic: str = "eth0"
+    nic_mbps: float = 1000.0
+    cpus: int = 2
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A rendered file: its text, the file name it is usually installed as, and warnings."""
+
+    text: str
+    filename: str
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("conduitctl", "render/templates"),
+    undefined=jinja2.StrictUndefined,  # a missing variable is a bug, never an empty string
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    autoescape=False,
+)
+
+
+def render_template(name: str, **context: object) -> str:
+    return _TEMPLATES.get_template(name).render(**context)

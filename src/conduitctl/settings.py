@@ -1,0 +1,453 @@
+"""The conduit.toml model: one frozen, validated settings object, and how to find and load it.
+
+Every error names the key, the value and the allowed range or the fix, in one line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import annotated_types
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from conduitctl.errors import ConfigError
+from conduitctl.units import parse_duration, parse_size
+from conduitctl.workloads import PROFILES
+
+CONFIG_ENV = "CONDUITCTL_CONFIG"
+SYSTEM_CONFIG = Path("/etc/conduitctl/conduit.toml")
+ROOT_STATE_DIR = Path("/var/lib/conduitctl")
+USER_STATE_DIR = Path(".conduitctl")
+
+# Conduit's own ceiling for --max-common-clients in conduit-manager is 1000 per container.
+MAX_CLIENTS_CEILING = 1000
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class CoherenceError(ValueError):
+    """A rule spanning several keys failed; `key` and `value` name the one to change."""
+
+    def __init__(self, key: str, value: object, fix: str) -> None:
+        super().__init__(fix)
+        self.key = key
+        self.value = value
+        self.fix = fix
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+class Proto(StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+
+
+class Listener(_Model):
+    """A front listener, in conduit.toml "tcp:443", "udp:5566" or "tcp:127.0.0.1:8443"."""
+
+    proto: Proto
+    host: str | None = None  # None: front.bind
+    port: int = Field(ge=1, le=65535)
+
+    @classmethod
+    def parse(cls, text: str) -> Listener:
+        parts = text.split(":")
+        if len(parts) == 2:
+            proto, host, port = parts[0], None, parts[1]
+        elif len(parts) == 3:
+            proto, host, port = parts
+        else:
+            raise ValueError(f"{text!r} is not PROTO:PORT or PROTO:HOST:PORT (e.g. tcp:443)")
+        if proto not in ("tcp", "udp"):
+            raise ValueError("protocol must be tcp or udp")
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError("port must be 1..65535")
+        return cls(proto=Proto(proto), host=host or None, port=int(port))
+
+    def __str__(self) -> str:
+        host = f"{self.host}:" if self.host else ""
+        return f"{self.proto.value}:{host}{self.port}"
+
+
+def _parse_listener(value: Any) -> Any:
+    return Listener.parse(value) if isinstance(value, str) else value
+
+
+ListenerField = Annotated[Listener, BeforeValidator(_parse_listener)]
+
+
+class Cluster(_Model):
+    name: str = Field(default="conduit", pattern=r"^[a-z][a-z0-9-]{0,30}$")
+    containers: int = Field(default=8, ge=1, le=64)
+    runtime: Literal["docker", "process"] = "docker"
+    state_dir: Path | None = None  # default: /var/lib/conduitctl as root, ./.conduitctl otherwise
+
+
+class BackendOverride(_Model):
+    """Per-backend values, as conduit-manager's MAX_CLIENTS_N / BANDWIDTH_N / CPUS_N / MEMORY_N."""
+
+    max_clients: int | None = Field(default=None, ge=1, le=MAX_CLIENTS_CEILING)
+    bandwidth_mbps: float | None = Field(default=None, ge=-1, le=100_000)
+    cpus: float | None = Field(default=None, gt=0, le=256)
+    memory: Size | None = Field(default=None, ge=32 * 1024**2)
+
+
+class Workload(_Model):
+    profile: Literal["psiphon-conduit", "sim", "generic"] = "psiphon-conduit"
+    image: str | None = None  # default: the profile's image
+    flag_dialect: Literal["v2", "v1"] = "v2"
+    max_clients: int = Field(default=250, ge=1, le=MAX_CLIENTS_CEILING)
+    bandwidth_mbps: float = Field(default=40.0, ge=-1, le=100_000)  # -1: unlimited
+    metrics_port_base: int = Field(default=29100, ge=1024, le=65000)
+    listen_port_base: int = Field(default=28000, ge=1024, le=65000)
+    bind_host: str = "127.0.0.1"  # backends' ports and metrics stay on loopback
+    command: list[str] | None = None  # generic profile: replaces the image's default arguments
+    overrides: dict[int, BackendOverride] = Field(default_factory=dict)
+
+    @property
+    def listens(self) -> bool:
+        return PROFILES[self.profile].listens
+
+    @property
+    def effective_image(self) -> str | None:
+        return self.image or PROFILES[self.profile].default_image
+
+
+class Container(_Model):
+    """Hardening applied to every backend container (and, where it makes sense, process)."""
+
+    user: str = Field(default="1000:1000", pattern=r"^\d+(:\d+)?$")
+    read_only: bool = True
+    no_new_privileges: bool = True
+    cap_drop: list[str] = Field(default_factory=lambda: ["ALL"])
+    pids_limit: int = Field(default=256, ge=16, le=65536)
+    memory: Size = Field(default=parse_size("512m"), ge=32 * 1024**2)
+    cpus: float = Field(default=1.0, gt=0, le=256)
+    nofile: int = Field(default=65536, ge=1024, le=1_048_576)
+    tmpfs_size: Size = Field(default=parse_size("64m"), ge=1024**2)
+    log_max_size: Size = Field(default=parse_size("10m"), ge=1024**2)
+    log_max_files: int = Field(default=3, ge=1, le=100)
+
+
+class Front(_Model):
+    kind: Literal["nginx", "haproxy", "none"] = "none"
+    bind: str = "0.0.0.0"
+    listeners: list[ListenerField] = Field(default_factory=list)
+    balance: Literal["least_conn", "round_robin", "hash"] = "least_conn"
+    max_fails: int = Field(default=2, ge=1, le=100)
+    fail_timeout: Duration = Field(default=10.0, gt=0, le=3600)
+    per_ip_limit: int = Field(default=32, ge=0, le=100_000)  # 0: no per-IP limit
+    limit_log_level: Literal["info", "notice", "warn", "error"] = "warn"
+    connect_timeout: Duration = Field(default=5.0, gt=0, le=600)
+    proxy_timeout: Duration = Field(default=600.0, gt=0, le=86400)
+    udp_timeout: Duration = Field(default=60.0, gt=0, le=86400)
+    access_log: bool = True
+    worker_connections: int = Field(default=16384, ge=512, le=1_048_576)
+    nofile: int = Field(default=65536, ge=1024, le=1_048_576)
+    stats_port: int = Field(default=29000, ge=1024, le=65535)  # HAProxy Prometheus exporter
+    # A front on a profile that listens on nothing is a mistake unless the operator insists.
+    allow_without_listeners: bool = False
+
+
+class Health(_Model):
+    interval: Duration = Field(default=1.0, ge=0.1, le=300)
+    timeout: Duration = Field(default=0.8, ge=0.05, le=60)
+    fall: int = Field(default=2, ge=1, le=100)
+    rise: int = Field(default=2, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _timeout_within_interval(self) -> Health:
+        if self.timeout > self.interval:
+            raise CoherenceError(
+                "health.timeout",
+                self.timeout,
+                f"longer than health.interval = {self.interval:g}s; make it at most the interval",
+            )
+        return self
+
+
+class Alerts(_Model):
+    notifiers: list[str] = Field(default_factory=list)  # apprise URLs; hold secrets
+    cpu_percent: float = Field(default=90, gt=0, le=100)
+    ram_percent: float = Field(default=85, gt=0, le=100)
+    nic_mbps: float | None = Field(default=None, gt=0)  # default: host.sustained_fraction x NIC
+    repeat_interval: Duration = Field(default=4 * 3600.0, ge=60, le=7 * 86400)
+
+    @field_validator("notifiers")
+    @classmethod
+    def _urls_have_scheme(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if "://" not in url:
+                raise ValueError(
+                    f"notifier {redact_url(url)!r} is not an apprise URL (e.g. tgram://TOKEN/CHAT)"
+                )
+        return urls
+
+
+class Host(_Model):
+    nic: str | None = None  # default: the interface of the default route
+    nic_mbps: float | None = Field(default=None, gt=0, le=400_000)  # default: read from the kernel
+    sustained_fraction: float = Field(default=0.8, gt=0, le=1)
+    duplex: bool = True  # full duplex: nic_mbps each way
+
+
+class Settings(_Model):
+    cluster: Cluster = Field(default_factory=Cluster)
+    workload: Workload = Field(default_factory=Workload)
+    container: Container = Field(default_factory=Container)
+    front: Front = Field(default_factory=Front)
+    health: Health = Field(default_factory=Health)
+    alerts: Alerts = Field(default_factory=Alerts)
+    host: Host = Field(default_factory=Host)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Settings:
+        check_coherence(self)
+        return self
+
+    @property
+    def state_dir(self) -> Path:
+        if self.cluster.state_dir is not None:
+            return self.cluster.state_dir
+        return ROOT_STATE_DIR if os.geteuid() == 0 else Path.cwd() / USER_STATE_DIR
+
+    def backend_names(self) -> list[str]:
+        return [f"{self.cluster.name}-{i}" for i in range(1, self.cluster.containers + 1)]
+
+
+def check_coherence(s: Settings) -> None:
+    """Rules that span sections: listeners, port ranges, overrides, front vs profile."""
+    n = s.cluster.containers
+    seen: set[tuple[str, int]] = set()
+    for listener in s.front.listeners:
+        key = (listener.proto.value, listener.port)
+        if key in seen:
+            raise CoherenceError(
+                "front.listeners", str(listener), "listed twice; keep one of each PROTO:PORT"
+            )
+        seen.add(key)
+
+    ranges = {"workload.metrics_port_base": (s.workload.metrics_port_base, n)}
+    if s.workload.listens:
+        ranges["workload.listen_port_base"] = (s.workload.listen_port_base, n)
+    if s.front.kind == "haproxy":
+        ranges["front.stats_port"] = (s.front.stats_port, 1)
+    names = list(ranges)
+    for i, a in enumerate(names):
+        a_lo, a_n = ranges[a]
+        if a_lo + a_n - 1 > 65535:
+            raise CoherenceError(a, a_lo, f"{a_n} ports from {a_lo} run past 65535; lower it")
+        for b in names[i + 1 :]:
+            b_lo, b_n = ranges[b]
+            if a_lo < b_lo + b_n and b_lo < a_lo + a_n:
+                raise CoherenceError(
+                    b,
+                    b_lo,
+                    f"ports {b_lo}-{b_lo + b_n - 1} overlap {a} ports {a_lo}-{a_lo + a_n - 1}; "
+                    "move one range",
+                )
+    for listener in s.front.listeners:
+        for name, (lo, count) in ranges.items():
+            if lo <= listener.port < lo + count:
+                raise CoherenceError(
+                    "front.listeners",
+                    str(listener),
+                    f"port {listener.port} falls in {name} range {lo}-{lo + count - 1}; "
+                    "pick another port",
+                )
+
+    for index in s.workload.overrides:
+        if not 1 <= index <= n:
+            raise CoherenceError(
+                f"workload.overrides.{index}",
+                index,
+                f"no such backend (cluster.containers = {n}); remove it or raise the count",
+            )
+
+    if s.front.kind != "none":
+        if not s.workload.listens and not s.front.allow_without_listeners:
+            raise CoherenceError(
+                "front.kind",
+                s.front.kind,
+                f"profile {s.workload.profile!r} listens on no port (Conduit dials out), so a "
+                'front has nothing to balance; set front.kind = "none" '
+                "(or front.allow_without_listeners = true)",
+            )
+        if not s.front.listeners:
+            raise CoherenceError(
+                "front.listeners",
+                [],
+                f"front.kind = {s.front.kind!r} needs listeners, e.g. tcp:443",
+            )
+    if s.workload.profile == "generic" and not s.workload.image:
+        raise CoherenceError(
+            "workload.image", None, "the generic profile needs an image; set workload.image"
+        )
+
+
+def redact_url(url: str) -> str:
+    """An apprise URL with everything after the scheme hidden: secrets are never printed."""
+    scheme, sep, _ = url.partition("://")
+    return f"{scheme}://***" if sep else "***"
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+def find_config(explicit: Path | None) -> Path:
+    """--config, else $CONDUITCTL_CONFIG, else ./conduit.toml, else /etc/conduitctl/conduit.toml."""
+    if explicit is not None:
+        return explicit
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    local = Path("conduit.toml")
+    if local.exists() or not SYSTEM_CONFIG.exists():
+        return local
+    return SYSTEM_CONFIG
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and validate a conduit.toml. Raises ConfigError with one line naming key and fix."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such config; create one with `conduitctl init` or pass --config PATH"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: cannot read config ({exc.strerror}); check its permissions"
+        ) from None
+    return parse_settings(text, source=str(path))
+
+
+def parse_settings(text: str, source: str = "conduit.toml") -> Settings:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML ({exc}); fix the syntax") from None
+    return settings_from_dict(data, source)
+
+
+def settings_from_dict(data: dict[str, Any], source: str = "conduit.toml") -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_validation_error(exc)}") from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """The first error as `key = value: what is allowed`, plus a count of the others."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    ctx_error = (first.get("ctx") or {}).get("error")
+    if isinstance(ctx_error, CoherenceError):
+        return f"{ctx_error.key} = {_show(ctx_error.value)}: {ctx_error.fix}{more}"
+    loc = tuple(first["loc"])
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    value = _show(first.get("input"), key)
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        return f"{key}: unknown key{_suggest(loc)}{more}"
+    if kind == "missing":
+        return f"{key}: required key is missing{more}"
+    bounds = _field_bounds(loc)
+    if bounds and kind in (
+        "greater_than",
+        "greater_than_equal",
+        "less_than",
+        "less_than_equal",
+    ):
+        return f"{key} = {value}: allowed range is {bounds}{more}"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{key} = {value}: {message}{more}"
+
+
+def _show(value: object, key: str = "") -> str:
+    if key.startswith("alerts.notifiers"):
+        return "(hidden: notifier URLs hold secrets)"
+    if isinstance(value, str):
+        return repr(value) if "://" not in value else repr(redact_url(value))
+    if isinstance(value, Listener):
+        return repr(str(value))
+    return repr(value)
+
+
+def _model_at(loc: tuple[Any, ...]) -> tuple[type[BaseModel] | None, str | None]:
+    """The model class that owns the last key of `loc`, and that key."""
+    model: type[BaseModel] | None = Settings
+    parts = list(loc[:-1])
+    while parts and model is not None:
+        part = parts.pop(0)
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return None, None
+        if model is Workload and part == "overrides":
+            model = BackendOverride
+            if parts:
+                parts.pop(0)  # the backend index
+            continue
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            model = None
+    last = loc[-1] if loc else None
+    return model, last if isinstance(last, str) else None
+
+
+def _field_bounds(loc: tuple[Any, ...]) -> str | None:
+    model, name = _model_at(loc)
+    if model is None or name is None or name not in model.model_fields:
+        return None
+    lo: object = None
+    hi: object = None
+    lo_open = hi_open = False
+    for meta in model.model_fields[name].metadata:
+        if isinstance(meta, annotated_types.Ge):
+            lo = meta.ge
+        elif isinstance(meta, annotated_types.Gt):
+            lo, lo_open = meta.gt, True
+        elif isinstance(meta, annotated_types.Le):
+            hi = meta.le
+        elif isinstance(meta, annotated_types.Lt):
+            hi, hi_open = meta.lt, True
+    if lo is None and hi is None:
+        return None
+    if lo is not None and hi is not None and not (lo_open or hi_open):
+        return f"{lo}..{hi}"
+    bounds = []
+    if lo is not None:
+        bounds.append(f"> {lo}" if lo_open else f">= {lo}")
+    if hi is not None:
+        bounds.append(f"< {hi}" if hi_open else f"<= {hi}")
+    return " and ".join(bounds)
+
+
+def _suggest(loc: tuple[Any, ...]) -> str:
+    model, name = _model_at(loc)
+    if model is None or name is None:
+        return ""
+    known = list(model.model_fields)
+    close = difflib.get_close_matches(name, known, n=1)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; known keys: {', '.join(known)}"

@@ -1,0 +1,78 @@
+"""The profile type shared by every workload."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class HealthSource(StrEnum):
+    """Where a backend's health is read from."""
+
+    METRICS = "metrics"  # HTTP /metrics: conduit_is_live, connected/connecting clients
+    TCP = "tcp"  # TCP connect (and greeting, when the profile sends one)
+
+
+@dataclass(frozen=True)
+class LaunchArgs:
+    """What one backend is started with; the runtime turns it into a container or a process."""
+
+    max_clients: int
+    bandwidth_mbps: float
+    metrics_addr: str
+    data_dir: str
+    listen_addr: str | None
+    name: str
+    dialect: str
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A workload: does it accept client connections, where does health come from, how to start it.
+
+    `listens` is False for real Conduit: it dials out to the Psiphon broker and serves
+    clients over WebRTC on ephemeral ports, so a front has nothing to balance.
+    """
+
+    name: str
+    listens: bool
+    health: HealthSource
+    default_image: str | None
+    data_dir: str  # inside the container
+    command: Callable[[LaunchArgs], list[str]]
+    greeting: bool = False  # sends a one-line greeting on connect (used by probes and loadtest)
+
+
+def conduit_v2_args(args: LaunchArgs) -> list[str]:
+    """Conduit CLI >= 2.0 flags."""
+    return [
+        "start",
+        "--max-common-clients",
+        str(args.max_clients),
+        "--bandwidth",
+        f"{args.bandwidth_mbps:g}",
+        "--metrics-addr",
+        args.metrics_addr,
+        "--data-dir",
+        args.data_dir,
+    ]
+
+
+def conduit_v1_args(args: LaunchArgs) -> list[str]:
+    """Conduit CLI < 2.0 (and the ssmirr image): --max-clients and a stats file."""
+    return [
+        "start",
+        "--max-clients",
+        str(args.max_clients),
+        "--bandwidth",
+        f"{args.bandwidth_mbps:g}",
+        "--data-dir",
+        args.data_dir,
+        "--stats-file",
+        f"{args.data_dir}/stats.json",
+    ]
+
+
+def conduit_args(args: LaunchArgs) -> list[str]:
+    return conduit_v1_args(args) if args.dialect == "v1" else conduit_v2_args(args)
