@@ -1,0 +1,67 @@
+"""Writing conduit.toml: a commented file from a Settings value, saved atomically.
+
+Files that hold secrets (notifier URLs) are written 0600 from the start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from conduitctl.errors import BadInput
+from conduitctl.render.base import _TEMPLATES
+from conduitctl.settings import Settings, parse_settings
+from conduitctl.units import format_duration, format_size
+
+
+def toml_value(value: object) -> str:
+    """A TOML literal for the simple values conduit.toml uses."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        if isinstance(value, float) and value.is_integer():
+            return f"{value:.1f}"  # keep it a float in TOML
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # TOML basic strings share JSON's escapes
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if hasattr(value, "value"):  # enums
+        return toml_value(value.value)
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+_TEMPLATES.filters.update(toml=toml_value, size=format_size, duration=format_duration)
+
+
+def settings_to_toml(settings: Settings, header: list[str] | None = None) -> str:
+    """The commented conduit.toml for these settings; it parses back to equal settings."""
+    text = _TEMPLATES.get_template("conduit.toml.j2").render(s=settings, header=header or [])
+    if parse_settings(text, source="generated conduit.toml") != settings:
+        raise AssertionError("generated conduit.toml does not round-trip")  # a template bug
+    return text
+
+
+def holds_secrets(settings: Settings) -> bool:
+    return bool(settings.alerts.notifiers)
+
+
+def write_config(text: str, path: Path, *, secret: bool, force: bool = False) -> None:
+    """Write atomically (temp file + rename). Refuses to replace a file unless `force`."""
+    if path.exists() and not force:
+        raise BadInput(f"{path} already exists; pass --force to replace it or -o another path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = 0o600 if secret else 0o644
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

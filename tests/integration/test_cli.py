@@ -1,0 +1,159 @@
+"""CLI acceptance: the installed `conduitctl`, run as a user would; output and exit codes."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CONDUITCTL = str(Path(sys.executable).with_name("conduitctl"))
+
+
+def run(
+    *args: str, cwd: Path | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [CONDUITCTL, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "CONDUITCTL_CONFIG": "", **(env or {})},
+        timeout=60,
+    )
+
+
+def test_plan_worked_case_json():
+    result = run(
+        "plan",
+        "--cpus",
+        "2",
+        "--memory-gb",
+        "4",
+        "--nic-mbps",
+        "1000",
+        "--bandwidth-mbps",
+        "3",
+        "--active-ratio",
+        "0.5",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["limits"]["network"]["clients"] == 1066
+    assert plan["bottleneck"] == "memory"
+    assert plan["warnings"] == []
+
+
+def test_plan_flags_review_configuration():
+    result = run(
+        "plan",
+        "--cpus",
+        "2",
+        "--memory-gb",
+        "4",
+        "--nic-mbps",
+        "1000",
+        "--containers",
+        "8",
+        "--max-clients",
+        "250",
+    )
+    assert result.returncode == 0
+    assert "over-provisioned" in result.stdout
+    assert "network (1,066)" in result.stdout
+
+
+def test_plan_defaults_from_this_host():
+    plan = json.loads(run("plan", "--json", "--nic-mbps", "1000").stdout)
+    assert plan["inputs"]["cpus"] == os.cpu_count()
+    assert plan["inputs"]["memory_gb"] > 0.1
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["plan", "--containers", "0"], "--containers"),
+        (["plan", "--active-ratio", "2"], "--active-ratio"),
+        (["plan", "--bogus"], "--bogus"),
+        (["render", "nope", "--config", "/dev/null"], "unknown render target 'nope'"),
+        (["config", "check", "--config", "/nonexistent.toml"], "no such config"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(args, needle):
+    result = run(*args)
+    assert result.returncode == 2
+    assert needle in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_config_check_bad_value_one_line(tmp_path):
+    config = tmp_path / "conduit.toml"
+    config.write_text("[workload]\nmax_clients = 5000\n")
+    before = config.read_text()
+    result = run("config", "check", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: {config}: workload.max_clients = 5000: allowed range is 1..1000"
+    )
+    assert config.read_text() == before  # nothing changed
+
+
+def test_init_then_check(tmp_path):
+    result = run("init", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    written = tmp_path / "conduit.toml"
+    assert written.exists()
+    assert json.loads(result.stdout)["path"] == "conduit.toml"
+    check = run("config", "check", "--json", cwd=tmp_path)
+    assert check.returncode == 0, check.stderr
+    data = json.loads(check.stdout)
+    assert data["valid"] is True
+    plan = json.loads(result.stdout)["plan"]
+    assert data["settings"]["cluster"]["containers"] == plan["containers"]
+    assert data["settings"]["workload"]["max_clients"] == plan["max_clients_per_container"]
+    # never overwrite silently
+    again = run("init", cwd=tmp_path)
+    assert again.returncode == 2 and "--force" in again.stderr
+
+
+def test_import_settings_writes_0600_and_never_prints_secret(tmp_path):
+    conf = tmp_path / "settings.conf"
+    conf.write_text(
+        "MAX_CLIENTS=300\nCONTAINER_COUNT=4\nMAX_CLIENTS_2=100\n"
+        'TELEGRAM_BOT_TOKEN="987:VERYSECRET"\nTELEGRAM_CHAT_ID="42"\n'
+    )
+    out = tmp_path / "conduit.toml"
+    result = run("import-settings", str(conf), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert "VERYSECRET" not in result.stdout + result.stderr
+    assert "tgram://987:VERYSECRET/42" in out.read_text()
+    check = run("config", "check", "--json", "--config", str(out))
+    assert "VERYSECRET" not in check.stdout
+    settings = json.loads(check.stdout)["settings"]
+    assert settings["alerts"]["notifiers"] == ["tgram://***"]
+    assert settings["cluster"]["containers"] == 4
+    assert settings["workload"]["overrides"]["2"]["max_clients"] == 100
+
+
+def test_import_settings_without_secrets_is_world_readable(tmp_path):
+    conf = tmp_path / "settings.conf"
+    conf.write_text("MAX_CLIENTS=300\n")
+    out = tmp_path / "conduit.toml"
+    assert run("import-settings", str(conf), "-o", str(out)).returncode == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
+def test_import_settings_missing_file(tmp_path):
+    result = run("import-settings", str(tmp_path / "nope.conf"), "-o", str(tmp_path / "x.toml"))
+    assert result.returncode == 2
+    assert "cannot read" in result.stderr
+    assert not (tmp_path / "x.toml").exists()
+
+
+def test_version_json():
+    assert json.loads(run("version", "--json").stdout)["version"]
