@@ -118,6 +118,7 @@ class Workload(_Model):
     listen_port_base: int = Field(default=28000, ge=1024, le=65000)
     bind_host: str = "127.0.0.1"  # backends' ports and metrics stay on loopback
     command: list[str] | None = None  # generic profile: replaces the image's default arguments
+    pull: bool = False  # pull a missing image from its registry (never by default: local images)
     overrides: dict[int, BackendOverride] = Field(default_factory=dict)
 
     @property
@@ -133,6 +134,8 @@ class Container(_Model):
     """Hardening applied to every backend container (and, where it makes sense, process)."""
 
     user: str = Field(default="1000:1000", pattern=r"^\d+(:\d+)?$")
+    network: Literal["host", "bridge"] = "host"  # bridge: ports published on 127.0.0.1 only
+    restart_policy: Literal["no", "on-failure", "unless-stopped", "always"] = "unless-stopped"
     read_only: bool = True
     no_new_privileges: bool = True
     cap_drop: list[str] = Field(default_factory=lambda: ["ALL"])
@@ -201,7 +204,9 @@ class Alerts(_Model):
 
 
 class Host(_Model):
-    nic: str | None = None  # default: the interface of the default route
+    nic: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_.:@-]{1,15}$"
+    )  # default: the route's
     nic_mbps: float | None = Field(default=None, gt=0, le=400_000)  # default: read from the kernel
     sustained_fraction: float = Field(default=0.8, gt=0, le=1)
     duplex: bool = True  # full duplex: nic_mbps each way

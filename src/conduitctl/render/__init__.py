@@ -55,12 +55,12 @@ CHECKS: dict[str, tuple[str, str]] = {
 def renderer(target: str) -> Callable[[Settings, RenderEnv], Rendered]:
     if target not in TARGETS:
         raise BadInput(f"unknown render target {target!r}; choose one of: {', '.join(TARGETS)}")
-    return importlib.import_module(TARGETS[target]).render  # type: ignore[no-any-return]
+    return importlib.import_module(TARGETS[target]).render
 
 
 def checker(target: str) -> Callable[[Rendered, RenderEnv, Path], CheckResult]:
     module, func = CHECKS[target]
-    return getattr(importlib.import_module(module), func)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module), func)
 
 
 def render(target: str, settings: Settings, env: RenderEnv) -> Rendered:
