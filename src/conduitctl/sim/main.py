@@ -1,0 +1,296 @@
+"""conduit-sim: a stand-in for Psiphon Conduit with the same command line (stdlib only).
+
+Usage::
+
+    conduit-sim start [--max-common-clients N | --max-clients N] [--bandwidth MBPS]
+                      [--metrics-addr HOST:PORT] [--data-dir DIR] [--stats-file [PATH]]
+                      [-v] [simulator options] [fault options]
+
+Conduit 2.0 flags (v1 spellings accepted too):
+
+  -m, --max-common-clients N  client slots (default 200); ``--max-clients`` is the v1 alias.
+                              Unlike Conduit there is no upper limit of 1000.
+  --max-personal-clients N    accepted and exported as a metric; no separate slots.
+  -b, --bandwidth MBPS        total bandwidth in Mbps (default 5); -1 or 0 means unlimited.
+  --metrics-addr HOST:PORT    Prometheus endpoint at http://HOST:PORT/metrics (``:PORT`` =
+                              all interfaces); metric names and help as Conduit's.
+  -d, --data-dir DIR          holds ``conduit_key.json`` (default ./data), created 0600 on
+                              first start and never rewritten; a corrupt one stops the start.
+  -s, --stats-file [PATH]     write Conduit's stats JSON at every stats tick (default
+                              ``stats.json``; a relative path is inside the data dir).
+  -c, --psiphon-config PATH   accepted and ignored (the simulator talks to no broker).
+  -v                          per-connection logs (repeatable).
+
+Simulator options:
+
+  --listen HOST:PORT          repeatable. TCP and UDP on the same port. TCP: greeting line
+                              ``CONDUIT-SIM <name> <id>``, then echo under a per-client cap;
+                              a full station answers ``BUSY <name>`` and closes. UDP: per
+                              source address a session; the first datagram gets the greeting,
+                              later ones are echoed; sessions expire when idle.
+  --name NAME                 backend name in the greeting (default $CONDUIT_SIM_NAME, else
+                              the hostname).
+  --client-rate-kbps KBPS     per-client echo cap (default bandwidth / max clients).
+  --udp-idle-timeout S        UDP session idle expiry (default 30).
+  --stats-interval S          seconds between ``[STATS]`` lines (default 10).
+
+Fault injection (chaos drills, tests):
+
+  --crash-after S             exit 1 after S seconds, with a log line on stderr.
+  --hang-after S              stop answering (accepts, reads, /metrics, [STATS]) but stay alive;
+                              SIGUSR1 hangs at any time, SIGUSR2 resumes.
+  --leak-mb-per-s R           allocate and touch R MB every second, never freed.
+  --burn-cpu F                keep F cores busy (0.5 = half of one core).
+
+Exit codes: 0 after SIGTERM/SIGINT; 1 on a runtime error (one line on stderr: port in use,
+unwritable data dir, corrupt key) or a simulated crash; 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .config import (
+    DEFAULT_BANDWIDTH_MBPS,
+    DEFAULT_MAX_CLIENTS,
+    DEFAULT_STATS_INTERVAL,
+    DEFAULT_UDP_IDLE_TIMEOUT,
+    SimConfig,
+    SimError,
+    clean_name,
+    default_name,
+    parse_address,
+)
+
+PROG = "conduit-sim"
+DEFAULT_DATA_DIR = "./data"
+DEFAULT_STATS_FILE = "stats.json"
+MAX_BURN_CORES = 64.0
+
+
+def _number(
+    kind: Callable[[str], float], low: float, low_inclusive: bool, high: float | None = None
+) -> Callable[[str], float]:
+    """An argparse type: a number in range, else a message naming the allowed range."""
+
+    def convert(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        too_low = value < low if low_inclusive else value <= low
+        if too_low or (high is not None and value > high):
+            bound = f">= {low:g}" if low_inclusive else f"> {low:g}"
+            if high is not None:
+                bound += f" and <= {high:g}"
+            raise argparse.ArgumentTypeError(f"{text} must be {bound}")
+        return value
+
+    return convert
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 0")
+    return value
+
+
+def _bandwidth(text: str) -> float:
+    """Mbps; -1 (Conduit's spelling) or 0 mean unlimited, any other value must be > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of Mbps") from None
+    if value < 0 and value != -1:
+        raise argparse.ArgumentTypeError(f"{text} must be > 0, or -1 for unlimited")
+    return value
+
+
+def _address(text: str) -> str:
+    try:
+        parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    # Conduit's -d/-v are root flags that also work after the subcommand; SUPPRESS keeps the
+    # subcommand from overwriting a root value with its default.
+    default_dir: str | None = argparse.SUPPRESS if suppress else DEFAULT_DATA_DIR
+    parser.add_argument(
+        "-d", "--data-dir", default=default_dir, help="data directory (default ./data)"
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS if suppress else 0,
+        dest="verbosity",
+        help="more output: per-connection logs",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Psiphon Conduit simulator (same CLI as Conduit 2.0)."
+    )
+    _add_common(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    start = commands.add_parser("start", help="run the station until SIGTERM/SIGINT")
+    _add_common(start, suppress=True)
+    start.add_argument(
+        "-m",
+        "--max-common-clients",
+        "--max-clients",
+        dest="max_clients",
+        type=_count,
+        default=DEFAULT_MAX_CLIENTS,
+        metavar="N",
+        help=f"maximum concurrent clients (default {DEFAULT_MAX_CLIENTS})",
+    )
+    start.add_argument(
+        "--max-personal-clients", type=_count, default=0, metavar="N", help="exported only"
+    )
+    start.add_argument(
+        "-b",
+        "--bandwidth",
+        type=_bandwidth,
+        default=DEFAULT_BANDWIDTH_MBPS,
+        metavar="MBPS",
+        help=f"total bandwidth in Mbps, -1 = unlimited (default {DEFAULT_BANDWIDTH_MBPS:g})",
+    )
+    start.add_argument(
+        "--metrics-addr", type=_address, metavar="HOST:PORT", help="serve /metrics here"
+    )
+    start.add_argument(
+        "-s",
+        "--stats-file",
+        nargs="?",
+        const=DEFAULT_STATS_FILE,
+        default=None,
+        metavar="PATH",
+        help="write stats JSON (default stats.json, relative to the data dir)",
+    )
+    start.add_argument("-c", "--psiphon-config", metavar="PATH", help="ignored")
+    start.add_argument(
+        "--stats-interval",
+        type=_number(float, 0, low_inclusive=False),
+        default=DEFAULT_STATS_INTERVAL,
+        metavar="S",
+        help=f"seconds between [STATS] lines (default {DEFAULT_STATS_INTERVAL:g})",
+    )
+    start.add_argument(
+        "--listen",
+        type=_address,
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="serve clients on TCP and UDP here (repeatable)",
+    )
+    start.add_argument(
+        "--name", default=None, help="backend name (default $CONDUIT_SIM_NAME or hostname)"
+    )
+    start.add_argument(
+        "--client-rate-kbps",
+        type=_number(float, 0, low_inclusive=False),
+        metavar="KBPS",
+        help="per-client cap (default bandwidth / max clients)",
+    )
+    start.add_argument(
+        "--udp-idle-timeout",
+        type=_number(float, 0, low_inclusive=False),
+        default=DEFAULT_UDP_IDLE_TIMEOUT,
+        metavar="S",
+        help=f"expire idle UDP sessions (default {DEFAULT_UDP_IDLE_TIMEOUT:g})",
+    )
+    faults = start.add_argument_group("fault injection")
+    faults.add_argument(
+        "--crash-after", type=_number(float, 0, True), metavar="S", help="exit 1 after S s"
+    )
+    faults.add_argument(
+        "--hang-after",
+        type=_number(float, 0, True),
+        metavar="S",
+        help="stop answering after S s, stay alive (also SIGUSR1; SIGUSR2 resumes)",
+    )
+    faults.add_argument(
+        "--leak-mb-per-s",
+        type=_number(float, 0, True),
+        default=0.0,
+        metavar="R",
+        help="allocate and touch R MB per second, never freed",
+    )
+    faults.add_argument(
+        "--burn-cpu",
+        type=_number(float, 0, True, MAX_BURN_CORES),
+        default=0.0,
+        metavar="F",
+        help="keep F cores busy (0.5 = half of one core)",
+    )
+    return parser
+
+
+def config_from_args(ns: argparse.Namespace) -> SimConfig:
+    """Turn parsed arguments into the frozen config (pure: reads only ``ns`` and the env)."""
+    data_dir = Path(getattr(ns, "data_dir", DEFAULT_DATA_DIR))
+    stats_file: Path | None = None
+    if ns.stats_file is not None:
+        stats_file = Path(ns.stats_file)
+        if not stats_file.is_absolute():
+            stats_file = data_dir / stats_file  # Conduit puts relative stats files there
+    return SimConfig(
+        data_dir=data_dir,
+        max_clients=ns.max_clients,
+        max_personal_clients=ns.max_personal_clients,
+        bandwidth_mbps=ns.bandwidth,
+        metrics_addr=parse_address(ns.metrics_addr) if ns.metrics_addr else None,
+        stats_file=stats_file,
+        stats_interval=ns.stats_interval,
+        verbosity=getattr(ns, "verbosity", 0),
+        listen=tuple(parse_address(a) for a in ns.listen),
+        name=clean_name(ns.name if ns.name is not None else default_name()),
+        client_rate_kbps=ns.client_rate_kbps,
+        udp_idle_timeout=ns.udp_idle_timeout,
+        crash_after=ns.crash_after,
+        hang_after=ns.hang_after,
+        leak_mb_per_s=ns.leak_mb_per_s,
+        burn_cpu=ns.burn_cpu,
+    )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
+    """Parse a command line into a SimConfig; bad arguments exit 2 via argparse."""
+    return config_from_args(build_parser().parse_args(argv))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``conduit-sim``; returns the process exit code."""
+    config = parse_args(argv)
+    # Imported here so that `--help` and argument errors stay fast.
+    from .server import run_station
+
+    try:
+        return run_station(config)
+    except SimError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return 0  # SIGINT before the event loop took over signals
+    except Exception as exc:
+        print(f"{PROG}: unexpected error: {exc!r}", file=sys.stderr, flush=True)
+        if config.verbosity >= 1:
+            traceback.print_exc()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
