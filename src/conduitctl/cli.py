@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 from typing import Annotated, Any
@@ -361,6 +362,241 @@ def render_cmd(
         err.print(f"check: {result.tool}: {status}")
     if output is not None:
         err.print(f"wrote {output}")
+
+
+# --- the fleet: up, down, status, logs, scale, restart ----------------------------------------
+
+
+def _fleet(config: Path | None) -> tuple[Settings, Path, Any, Any]:
+    from conduitctl.front import front_for
+    from conduitctl.runtime import runtime_for
+
+    settings, path = _load(config)
+    env = render_env(settings, path)
+    return settings, path, runtime_for(settings), front_for(settings, env)
+
+
+def _progress(as_json: bool) -> Any:
+    def show(message: str) -> None:
+        if not as_json:
+            err.print(f"[dim]- {message}[/]", highlight=False)
+
+    return show
+
+
+@app.command()
+def up(
+    config: ConfigOpt = None,
+    dry_run: Annotated[bool, typer.Option(help="print the plan, change nothing")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Converge the fleet and the front to conduit.toml (idempotent)."""
+    from conduitctl.ops.converge import up as converge_up
+
+    settings, _, runtime, front = _fleet(config)
+    result = converge_up(settings, runtime, front, dry_run=dry_run, progress=_progress(as_json))
+    if as_json:
+        emit_json({**result.to_dict(), "dry_run": dry_run})
+        return
+    if dry_run:
+        for action in result.actions:
+            out.print(f"{action.kind.value:9} {action.name}: {action.reason}")
+        return
+    summary = ", ".join(
+        f"{sum(a.kind == kind for a in result.actions)} {kind.value}"
+        for kind in dict.fromkeys(a.kind for a in result.actions)
+    )
+    verdict = "changed" if result.changed else "nothing to change"
+    out.print(f"up: {verdict} ({summary}; front {result.front}) in {result.elapsed_s:.1f}s")
+
+
+@app.command()
+def down(
+    config: ConfigOpt = None,
+    purge: Annotated[
+        bool, typer.Option(help="also delete data: identity keys are lost for good")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stop everything conduitctl owns; keeps the data (identity keys) unless --purge."""
+    from conduitctl.ops.converge import down as converge_down
+
+    settings, _, runtime, front = _fleet(config)
+    result = converge_down(settings, runtime, front, purge=purge, progress=_progress(as_json))
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    kept = "data purged" if purge else "data kept"
+    out.print(f"down: {len(result.stopped)} backends stopped, {kept}")
+
+
+def _status_table(view: Any) -> Table:
+    table = Table(title=f"{view.cluster}: {view.profile} on {view.runtime}", title_justify="left")
+    for column in (
+        "backend",
+        "state",
+        "health",
+        "clients",
+        "connecting",
+        "cpu %",
+        "rss",
+        "restarts",
+        "uptime",
+    ):
+        table.add_column(
+            column, justify="left" if column in ("backend", "state", "health") else "right"
+        )
+    for b in view.backends:
+        color = {"healthy": "green", "unhealthy": "red", "stopped": "red"}.get(b.health, "yellow")
+        table.add_row(
+            b.name,
+            b.state,
+            f"[{color}]{b.health}[/]",
+            _dash(b.connected),
+            _dash(b.connecting),
+            _dash(b.cpu_percent),
+            _mb(b.rss_bytes),
+            str(b.restarts),
+            _uptime(b.uptime_s),
+        )
+    t = view.totals
+    table.add_row(
+        "total",
+        f"{t['running']}/{t['backends']}",
+        f"{t['healthy']} healthy",
+        str(t["connected"]),
+        str(t["connecting"]),
+        str(t["cpu_percent"]),
+        _mb(t["rss_bytes"]),
+        str(t["restarts"]),
+        "",
+        style="bold",
+    )
+    return table
+
+
+def _front_line(front: Any) -> str:
+    if front.kind == "none":
+        return f"front: none - {front.reason}"
+    if not front.running:
+        return f"front: {front.kind} [red]down[/] - {front.reason}"
+    listening = ", ".join(front.listening) or "nothing"
+    extra = f" - [red]{front.reason}[/]" if front.reason else ""
+    return f"front: {front.kind} pid {front.pid}, listening on {listening}{extra}"
+
+
+def _dash(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def _mb(value: int | float | None) -> str:
+    return "-" if not value else f"{value / 1024**2:.0f} MB"
+
+
+def _uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+@app.command()
+def status(
+    config: ConfigOpt = None,
+    watch: Annotated[bool, typer.Option(help="refresh every --interval seconds")] = False,
+    interval: Annotated[float, typer.Option(help="seconds between refreshes", min=0.2)] = 2.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per backend state, health, clients, CPU, RSS, restarts, uptime; totals; the front."""
+    from rich.console import Group
+    from rich.live import Live
+
+    from conduitctl.observe.fleet import collect
+
+    settings, _, runtime, front = _fleet(config)
+    if as_json and not watch:
+        emit_json(collect(settings, runtime, front).to_dict())
+        return
+
+    def render() -> Any:
+        view = collect(settings, runtime, front)
+        if as_json:
+            return view
+        return Group(_status_table(view), _front_line(view.front))
+
+    if not watch:
+        out.print(render())
+        return
+    if as_json:  # one JSON document per line, for scripts that follow
+        while True:
+            sys.stdout.write(json.dumps(render().to_dict(), default=str) + "\n")
+            sys.stdout.flush()
+            time.sleep(interval)
+    with Live(render(), console=out, refresh_per_second=4) as live:
+        while True:
+            time.sleep(interval)
+            live.update(render())
+
+
+@app.command()
+def logs(
+    name: Annotated[str, typer.Argument(help="backend name, e.g. conduit-1")],
+    config: ConfigOpt = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new lines")] = False,
+    tail: Annotated[int | None, typer.Option(help="only the last N lines", min=0)] = None,
+) -> None:
+    """A backend's log."""
+    settings, _, runtime, _ = _fleet(config)
+    names = {s.name for s in runtime.backends()} | set(settings.backend_names())
+    if name not in names:
+        raise BadInput(f"no backend named {name}; choose one of: {', '.join(sorted(names))}")
+    for line in runtime.logs(name, tail=tail, follow=follow):
+        sys.stdout.write(line)
+        sys.stdout.flush()
+
+
+@app.command()
+def scale(
+    count: Annotated[int, typer.Argument(help="how many backends", min=1, max=64)],
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set cluster.containers in conduit.toml (comments kept), then converge like `up`."""
+    from conduitctl.front import front_for
+    from conduitctl.ops.converge import set_container_count
+    from conduitctl.ops.converge import up as converge_up
+    from conduitctl.runtime import runtime_for
+
+    path = find_config(config)
+    load_settings(path)  # the current file must be valid before it is edited
+    settings = set_container_count(path, count)
+    runtime = runtime_for(settings)
+    front = front_for(settings, render_env(settings, path))
+    result = converge_up(settings, runtime, front, progress=_progress(as_json))
+    if as_json:
+        emit_json({"containers": count, **result.to_dict()})
+    else:
+        out.print(f"scaled to {count} backends in {result.elapsed_s:.1f}s (front {result.front})")
+
+
+@app.command()
+def restart(
+    name: Annotated[str, typer.Argument(help="backend name, e.g. conduit-1")],
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stop and start one backend; its data (identity key) is kept."""
+    from conduitctl.ops.converge import restart as converge_restart
+
+    settings, _, runtime, _ = _fleet(config)
+    started = time.monotonic()
+    converge_restart(settings, runtime, name, progress=_progress(as_json))
+    elapsed = time.monotonic() - started
+    if as_json:
+        emit_json({"restarted": name, "elapsed_s": round(elapsed, 2)})
+    else:
+        out.print(f"restarted {name} in {elapsed:.1f}s")
 
 
 # --- sim ------------------------------------------------------------------------------------

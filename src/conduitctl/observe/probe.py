@@ -1,0 +1,30 @@
+"""Active probes: a TCP connect (and greeting, for profiles that send one)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    ok: bool
+    latency_ms: float | None = None
+    detail: str | None = None  # the greeting, or why it failed
+
+
+def tcp_probe(host: str, port: int, timeout: float, greeting: bool = False) -> ProbeResult:
+    started = time.monotonic()
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            detail = None
+            if greeting:
+                sock.settimeout(max(timeout - (time.monotonic() - started), 0.01))
+                line = sock.recv(256).split(b"\n", 1)[0].decode(errors="replace")
+                if not line or line.startswith("BUSY"):
+                    return ProbeResult(ok=False, detail=line or "closed without a greeting")
+                detail = line
+    except OSError as exc:
+        return ProbeResult(ok=False, detail=exc.strerror or type(exc).__name__)
+    return ProbeResult(ok=True, latency_ms=(time.monotonic() - started) * 1000, detail=detail)

@@ -1,0 +1,194 @@
+"""up, down, scale, restart: carry out a plan against the runtime and the front.
+
+`up` is idempotent: it converges to the settings and, run twice, changes nothing the second
+time. Identity keys (volumes, data dirs) are never deleted unless `down --purge`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tomlkit
+
+from conduitctl.errors import BadInput, ConduitctlError
+from conduitctl.fleet import BackendSpec, desired_backends
+from conduitctl.front.base import Front
+from conduitctl.observe.probe import tcp_probe
+from conduitctl.observe.scrape import scrape
+from conduitctl.reconcile import Action, ActionKind, plan_backends
+from conduitctl.runtime.base import LaunchSpec, Runtime, launch_specs
+from conduitctl.settings import Settings, parse_settings
+from conduitctl.settings_file import write_config
+from conduitctl.workloads import PROFILES, HealthSource
+
+Progress = Callable[[str], None]
+READY_TIMEOUT = 30.0
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class UpResult:
+    actions: list[Action]
+    front: str  # started | reloaded | unchanged | none
+    changed: bool
+    elapsed_s: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "changed": self.changed,
+            "front": self.front,
+            "elapsed_s": round(self.elapsed_s, 2),
+            "actions": [
+                {"kind": a.kind.value, "name": a.name, "reason": a.reason} for a in self.actions
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class DownResult:
+    stopped: list[str] = field(default_factory=list)
+    purged: list[str] = field(default_factory=list)
+    front_stopped: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        return {"stopped": self.stopped, "purged": self.purged, "front_stopped": self.front_stopped}
+
+
+def is_ready(settings: Settings, backend: BackendSpec) -> bool:
+    """Ready = serving: /metrics says live, or the listening port accepts (and greets)."""
+    profile = PROFILES[settings.workload.profile]
+    metrics = profile.health == HealthSource.METRICS
+    if metrics and not scrape(backend.host, backend.metrics_port, timeout=0.5).live:
+        return False
+    if backend.listen_port is not None:
+        return tcp_probe(backend.host, backend.listen_port, 0.5, greeting=profile.greeting).ok
+    return True
+
+
+def wait_ready(settings: Settings, backends: list[BackendSpec], timeout: float) -> list[str]:
+    """Wait until every backend is ready; the names still not ready after `timeout`."""
+    pending = {b.name: b for b in backends}
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for name, backend in list(pending.items()):
+            if is_ready(settings, backend):
+                del pending[name]
+        if pending:
+            time.sleep(0.05)
+    return sorted(pending)
+
+
+def up(
+    settings: Settings,
+    runtime: Runtime,
+    front: Front,
+    *,
+    dry_run: bool = False,
+    progress: Progress = _quiet,
+) -> UpResult:
+    started = time.monotonic()
+    specs = launch_specs(settings)
+    actions = plan_backends(specs, runtime.backends())
+    if dry_run:
+        return UpResult(actions, "unchanged", any(a.changes for a in actions), 0.0)
+
+    by_kind: dict[ActionKind, list[Action]] = {kind: [] for kind in ActionKind}
+    for action in actions:
+        by_kind[action.kind].append(action)
+    fresh = [*by_kind[ActionKind.CREATE], *by_kind[ActionKind.START]]
+    for action in fresh:
+        progress(f"{action.kind.value} {action.name} ({action.reason})")
+        runtime.start(_spec(action))
+    not_ready = wait_ready(settings, [_spec(a).backend for a in fresh], READY_TIMEOUT)
+    if not_ready:
+        raise ConduitctlError(
+            f"{', '.join(not_ready)} not ready after {READY_TIMEOUT:g}s; "
+            f"see `conduitctl logs {not_ready[0]}`"
+        )
+    # Changed backends are replaced one at a time, each ready before the next.
+    for action in by_kind[ActionKind.RECREATE]:
+        progress(f"recreate {action.name} ({action.reason})")
+        runtime.start(_spec(action))
+        if wait_ready(settings, [_spec(action).backend], READY_TIMEOUT):
+            raise ConduitctlError(
+                f"{action.name} not ready after its recreate; stopping the rollout here; "
+                f"see `conduitctl logs {action.name}`"
+            )
+    front_result = "none"
+    if settings.front.kind != "none":
+        front_result = front.apply()
+        if front_result != "unchanged":
+            progress(f"front {settings.front.kind} {front_result}")
+    # Extra backends leave the front (above) before they are removed.
+    for action in by_kind[ActionKind.REMOVE]:
+        progress(f"remove {action.name} ({action.reason}; its data is kept)")
+        runtime.stop(action.name)
+        runtime.remove(action.name, purge=False)
+    changed = any(a.changes for a in actions) or front_result in ("started", "reloaded")
+    return UpResult(actions, front_result, changed, time.monotonic() - started)
+
+
+def _spec(action: Action) -> LaunchSpec:
+    assert action.spec is not None  # every kind but REMOVE carries its spec
+    return action.spec
+
+
+def down(
+    settings: Settings,
+    runtime: Runtime,
+    front: Front,
+    *,
+    purge: bool = False,
+    progress: Progress = _quiet,
+) -> DownResult:
+    """Stop the front, then every backend; keep data unless `purge`."""
+    front_stopped = front.stop()
+    if front_stopped:
+        progress(f"front {settings.front.kind} stopped")
+    stopped = []
+    for status in runtime.backends():
+        progress(f"stop {status.name}")
+        runtime.stop(status.name)
+        runtime.remove(status.name, purge=purge)
+        stopped.append(status.name)
+    purged: list[str] = []
+    if purge:
+        purged = sorted(set(stopped) | set(runtime.data_names()))
+        for name in runtime.data_names():
+            runtime.remove(name, purge=True)
+    return DownResult(stopped=stopped, purged=purged, front_stopped=front_stopped)
+
+
+def restart(settings: Settings, runtime: Runtime, name: str, progress: Progress = _quiet) -> None:
+    specs = {spec.name: spec for spec in launch_specs(settings)}
+    if name not in specs:
+        raise BadInput(f"no backend named {name}; choose one of: {', '.join(specs)}")
+    progress(f"stop {name}")
+    runtime.stop(name)
+    progress(f"start {name}")
+    runtime.start(specs[name])
+    if wait_ready(settings, [specs[name].backend], READY_TIMEOUT):
+        raise ConduitctlError(f"{name} not ready after restart; see `conduitctl logs {name}`")
+
+
+def set_container_count(config_path: Path, count: int) -> Settings:
+    """Rewrite cluster.containers in conduit.toml, keeping its comments; validated first."""
+    text = config_path.read_text()
+    document = tomlkit.parse(text)
+    cluster = document.setdefault("cluster", tomlkit.table())
+    cluster["containers"] = count
+    new_text = tomlkit.dumps(document)
+    settings = parse_settings(new_text, source=f"{config_path} (containers = {count})")
+    secret = (config_path.stat().st_mode & 0o077) == 0
+    write_config(new_text, config_path, secret=secret, force=True)
+    return settings
+
+
+def backend_names(settings: Settings) -> list[str]:
+    return [b.name for b in desired_backends(settings)]

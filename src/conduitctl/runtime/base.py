@@ -1,0 +1,144 @@
+"""The runtime interface: how backends are started, stopped, listed and read.
+
+Two implementations: docker (one hardened container per backend) and process (a detached
+process per backend, for hosts without Docker and for the demo).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from conduitctl.fleet import BackendSpec, desired_backends
+from conduitctl.settings import Container, Settings
+from conduitctl.workloads import PROFILES
+from conduitctl.workloads.base import LaunchArgs
+
+
+class State(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"  # exited or never started; present but not running
+    RESTARTING = "restarting"
+    MISSING = "missing"  # desired but not there at all
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything a runtime needs to start one backend; its hash detects drift."""
+
+    backend: BackendSpec
+    cluster: str
+    profile: str
+    image: str | None
+    dialect: str
+    command: tuple[str, ...] | None  # workload.command: replaces the profile's arguments
+    hardening: Container
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+    def argv(self, data_dir: str) -> list[str]:
+        """The workload's arguments (without the program) for a data dir on this runtime."""
+        if self.command is not None:
+            return list(self.command)
+        b = self.backend
+        return PROFILES[self.profile].command(
+            LaunchArgs(
+                max_clients=b.max_clients,
+                bandwidth_mbps=b.bandwidth_mbps,
+                metrics_addr=b.metrics_addr,
+                data_dir=data_dir,
+                listen_addr=b.listen_addr,
+                name=b.name,
+                dialect=self.dialect,
+            )
+        )
+
+    def config_hash(self) -> str:
+        """Changes whenever anything that needs a recreate changes."""
+        blob = json.dumps(
+            {
+                "backend": asdict(self.backend),
+                "image": self.image,
+                "args": self.argv("DATA"),
+                "hardening": self.hardening.model_dump(mode="json"),
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """What a runtime reports for one backend it owns."""
+
+    name: str
+    index: int
+    state: State
+    pid: int | None = None
+    container_id: str | None = None
+    started_at: float | None = None  # unix seconds
+    restart_count: int = 0
+    exit_code: int | None = None
+    oom_killed: bool = False
+    cpu_seconds: float | None = None  # cumulative; rates come from two samples
+    rss_bytes: int | None = None
+    config_hash: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data["state"] = self.state.value
+        return data
+
+
+class Runtime(Protocol):
+    """One implementation per file: runtime/docker.py, runtime/process.py."""
+
+    name: str
+
+    def backends(self) -> list[BackendStatus]:
+        """Every backend of this cluster the runtime holds, running or not."""
+        ...
+
+    def start(self, spec: LaunchSpec) -> BackendStatus:
+        """Create (if needed) and start the backend. Keeps its data (identity key)."""
+        ...
+
+    def stop(self, name: str, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout`. A stopped backend is kept, with its data."""
+        ...
+
+    def remove(self, name: str, purge: bool = False) -> None:
+        """Remove the backend; `purge` also deletes its data (its identity key)."""
+        ...
+
+    def logs(self, name: str, tail: int | None = None, follow: bool = False) -> Iterator[str]:
+        """Log lines, the last `tail` of them; `follow` keeps yielding new ones."""
+        ...
+
+    def data_names(self) -> list[str]:
+        """Backends whose data (identity key) this runtime keeps, running or not."""
+        ...
+
+
+def launch_specs(settings: Settings) -> list[LaunchSpec]:
+    """The launch spec of each desired backend (pure)."""
+    w = settings.workload
+    return [
+        LaunchSpec(
+            backend=backend,
+            cluster=settings.cluster.name,
+            profile=w.profile,
+            image=w.effective_image,
+            dialect=w.flag_dialect,
+            command=tuple(w.command) if w.command else None,
+            hardening=settings.container,
+        )
+        for backend in desired_backends(settings)
+    ]

@@ -1,0 +1,293 @@
+"""The docker runtime: one hardened container per backend, one named volume for its data.
+
+Containers are named {cluster}-{i} and labelled as conduitctl's; the config hash label tells
+whether a running container still matches the settings. Images are used locally; nothing is
+pulled unless workload.pull = true.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from conduitctl import labels
+from conduitctl.errors import ConduitctlError, MissingDependency
+from conduitctl.observe.cgroups import usage_for_pid
+from conduitctl.runtime.base import BackendStatus, LaunchSpec, State
+from conduitctl.workloads import PROFILES
+
+_STATES = {
+    "running": State.RUNNING,
+    "restarting": State.RESTARTING,
+    "created": State.STOPPED,
+    "exited": State.STOPPED,
+    "paused": State.STOPPED,
+    "dead": State.STOPPED,
+    "removing": State.STOPPED,
+}
+
+
+def container_kwargs(spec: LaunchSpec) -> dict[str, Any]:
+    """The docker create arguments for one backend (pure): hardening, limits, labels, ports."""
+    from docker.types import LogConfig, Ulimit
+
+    h = spec.hardening
+    b = spec.backend
+    profile = PROFILES[spec.profile]
+    bridge = h.network == "bridge"
+    # In bridge mode the workload binds every interface inside its own network namespace and
+    # docker publishes the ports on the host's loopback only.
+    inside = replace(spec, backend=replace(b, host="0.0.0.0")) if bridge else spec
+    argv = inside.argv(profile.data_dir)
+    kwargs: dict[str, Any] = {
+        "name": spec.name,
+        "image": spec.image,
+        "command": argv,
+        "labels": {
+            labels.LABEL_OWNER: labels.OWNER,
+            labels.LABEL_CLUSTER: spec.cluster,
+            labels.LABEL_INDEX: str(b.index),
+            labels.LABEL_CONFIG_HASH: spec.config_hash(),
+            labels.LABEL_PROFILE: spec.profile,
+        },
+        "user": h.user,
+        "read_only": h.read_only,
+        "tmpfs": {"/tmp": f"rw,noexec,nosuid,size={h.tmpfs_size}"},
+        "security_opt": ["no-new-privileges:true"] if h.no_new_privileges else [],
+        "cap_drop": list(h.cap_drop),
+        "pids_limit": h.pids_limit,
+        "mem_limit": b.memory_bytes,
+        "memswap_limit": b.memory_bytes,  # no swap: an OOM is an OOM, not a crawl
+        "nano_cpus": int(b.cpus * 1e9),
+        "ulimits": [Ulimit(name="nofile", soft=h.nofile, hard=h.nofile)],
+        "log_config": LogConfig(
+            type="json-file",
+            config={"max-size": str(h.log_max_size), "max-file": str(h.log_max_files)},
+        ),
+        "volumes": {
+            labels.volume_name(spec.cluster, b.index): {"bind": profile.data_dir, "mode": "rw"}
+        },
+        "environment": {"CONDUIT_SIM_NAME": spec.name},
+        "restart_policy": {"Name": h.restart_policy},
+        "detach": True,
+    }
+    if bridge:
+        ports: dict[str, tuple[str, int]] = {f"{b.metrics_port}/tcp": (b.host, b.metrics_port)}
+        if b.listen_port is not None:
+            ports[f"{b.listen_port}/tcp"] = (b.host, b.listen_port)
+            ports[f"{b.listen_port}/udp"] = (b.host, b.listen_port)
+        kwargs["ports"] = ports
+    else:
+        kwargs["network_mode"] = "host"
+    return kwargs
+
+
+def _timestamp(text: str | None) -> float | None:
+    if not text or text.startswith("0001-"):
+        return None
+    try:  # docker gives nanoseconds: trim to what fromisoformat reads
+        head, _, frac = text.rstrip("Z").partition(".")
+        return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}+00:00").timestamp()
+    except ValueError:
+        return None
+
+
+class DockerRuntime:
+    name = "docker"
+
+    def __init__(self, cluster: str, client: Any = None, pull: bool = False) -> None:
+        self.cluster = cluster
+        self.pull = pull
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import docker
+
+            try:
+                self._client = docker.from_env(timeout=60)
+                self._client.ping()
+            except Exception as exc:
+                raise MissingDependency(
+                    "dockerd does not answer at /var/run/docker.sock "
+                    f"({type(exc).__name__}); start it (dockerd --bridge=none --iptables=false) "
+                    'or set cluster.runtime = "process"'
+                ) from None
+        return self._client
+
+    def _filters(self) -> dict[str, list[str]]:
+        return {
+            "label": [
+                f"{labels.LABEL_OWNER}={labels.OWNER}",
+                f"{labels.LABEL_CLUSTER}={self.cluster}",
+            ]
+        }
+
+    def _containers(self) -> list[Any]:
+        return list(self.client.containers.list(all=True, filters=self._filters()))
+
+    def _get(self, name: str) -> Any | None:
+        import docker.errors
+
+        try:
+            container = self.client.containers.get(name)
+        except docker.errors.NotFound:
+            return None
+        if container.labels.get(labels.LABEL_OWNER) != labels.OWNER:
+            raise ConduitctlError(
+                f"a container named {name} exists but conduitctl does not own it; "
+                f"rename or remove it (docker rm {name}) or change cluster.name"
+            )
+        return container
+
+    def _status(self, container: Any) -> BackendStatus:
+        attrs = container.attrs
+        state = attrs.get("State", {})
+        index = int(container.labels.get(labels.LABEL_INDEX, "0"))
+        running = state.get("Running", False)
+        pid = state.get("Pid") or None
+        usage = usage_for_pid(pid) if running and pid else None
+        finished = _timestamp(state.get("FinishedAt"))
+        return BackendStatus(
+            name=container.name,
+            index=index,
+            state=_STATES.get(state.get("Status", ""), State.STOPPED),
+            pid=pid if running else None,
+            container_id=container.id[:12],
+            started_at=_timestamp(state.get("StartedAt")) if running else None,
+            restart_count=int(attrs.get("RestartCount", 0))
+            + int(container.labels.get("io.conduitctl.recreates", "0")),
+            exit_code=state.get("ExitCode") if finished else None,
+            oom_killed=bool(state.get("OOMKilled")),
+            cpu_seconds=usage.cpu_seconds if usage else None,
+            rss_bytes=usage.memory_bytes if usage else None,
+            config_hash=container.labels.get(labels.LABEL_CONFIG_HASH),
+        )
+
+    def status(self, name: str) -> BackendStatus:
+        container = self._get(name)
+        if container is None:
+            return BackendStatus(name=name, index=int(name.rsplit("-", 1)[1]), state=State.MISSING)
+        return self._status(container)
+
+    def backends(self) -> list[BackendStatus]:
+        statuses = [self._status(c) for c in self._containers()]
+        return sorted(statuses, key=lambda s: s.index)
+
+    def data_names(self) -> list[str]:
+        volumes = self.client.volumes.list(filters=self._filters())
+        prefix = f"{self.cluster}-data-"
+        return sorted(
+            (
+                f"{self.cluster}-{v.name[len(prefix) :]}"
+                for v in volumes
+                if v.name.startswith(prefix)
+            ),
+            key=lambda n: int(n.rsplit("-", 1)[1]),
+        )
+
+    def _ensure_image(self, image: str | None) -> None:
+        import docker.errors
+
+        if image is None:
+            raise ConduitctlError("workload.image is not set; set it in conduit.toml")
+        try:
+            self.client.images.get(image)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        hint = "conduitctl sim build-image" if image.startswith("conduit-sim") else "docker load"
+        if not self.pull:
+            raise MissingDependency(
+                f"image {image} is not present locally; build or load it ({hint}), "
+                "or set workload.pull = true to pull it"
+            )
+        try:
+            self.client.images.pull(image)
+        except docker.errors.APIError as exc:
+            raise MissingDependency(
+                f"image {image} is missing and cannot be pulled ({exc.explanation or exc}); "
+                f"build or load it locally ({hint})"
+            ) from None
+
+    def _ensure_volume(self, spec: LaunchSpec) -> None:
+        import docker.errors
+
+        name = labels.volume_name(spec.cluster, spec.backend.index)
+        try:
+            self.client.volumes.get(name)
+        except docker.errors.NotFound:
+            self.client.volumes.create(
+                name=name,
+                labels={
+                    labels.LABEL_OWNER: labels.OWNER,
+                    labels.LABEL_CLUSTER: spec.cluster,
+                    labels.LABEL_INDEX: str(spec.backend.index),
+                },
+            )
+
+    def start(self, spec: LaunchSpec) -> BackendStatus:
+        container = self._get(spec.name)
+        recreates = 0
+        if container is not None:
+            same = container.labels.get(labels.LABEL_CONFIG_HASH) == spec.config_hash()
+            if same:
+                if container.status != "running":
+                    container.start()
+                    container.reload()
+                return self._status(container)
+            recreates = int(container.labels.get("io.conduitctl.recreates", "0")) + 1
+            container.remove(force=True)
+        self._ensure_image(spec.image)
+        self._ensure_volume(spec)
+        kwargs = container_kwargs(spec)
+        kwargs["labels"]["io.conduitctl.recreates"] = str(recreates)
+        container = self.client.containers.run(**kwargs)
+        container.reload()
+        return self._status(container)
+
+    def stop(self, name: str, timeout: float = 10.0) -> None:
+        container = self._get(name)
+        if container is not None and container.status in ("running", "restarting"):
+            container.stop(timeout=int(max(timeout, 1)))
+
+    def remove(self, name: str, purge: bool = False) -> None:
+        import docker.errors
+
+        container = self._get(name)
+        if container is not None:
+            container.remove(force=True)
+        if purge:
+            index = int(name.rsplit("-", 1)[1])
+            with contextlib.suppress(docker.errors.NotFound):
+                self.client.volumes.get(labels.volume_name(self.cluster, index)).remove(force=True)
+
+    def logs(self, name: str, tail: int | None = None, follow: bool = False) -> Iterator[str]:
+        container = self._get(name)
+        if container is None:
+            return
+        if not follow:
+            text = container.logs(tail=tail if tail is not None else "all").decode(errors="replace")
+            yield from text.splitlines(keepends=True)
+            return
+        pending = ""
+        for chunk in container.logs(
+            stream=True, follow=True, tail=tail if tail is not None else "all"
+        ):
+            pending += chunk.decode(errors="replace")
+            *lines, pending = pending.split("\n")
+            for line in lines:
+                yield line + "\n"
+
+    def wait_running(self, name: str, timeout: float = 10.0) -> BackendStatus:
+        deadline = time.monotonic() + timeout
+        status = self.status(name)
+        while status.state != State.RUNNING and time.monotonic() < deadline:
+            time.sleep(0.05)
+            status = self.status(name)
+        return status

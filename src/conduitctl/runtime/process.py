@@ -1,0 +1,254 @@
+"""The process runtime: each backend a detached process in its own session.
+
+Layout under STATE_DIR/process/NAME/: data/ (the identity key), spec.json (what it was started
+with), state.json and pid (written by the shim), backend.log (+ .1 ... rotated). A backend
+outlives the CLI that started it; the next command adopts it from these files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from conduitctl.errors import BadInput, ConduitctlError, MissingDependency
+from conduitctl.runtime.base import BackendStatus, LaunchSpec, State
+from conduitctl.runtime.shim import LOG_FILE, PID_FILE, read_state, write_json
+
+SPEC_FILE = "spec.json"
+
+
+def program_for(spec: LaunchSpec) -> list[str]:
+    """The executable that runs this profile as a local process."""
+    if spec.profile == "sim":
+        return [sys.executable, "-m", "conduitctl.sim.main"]
+    if spec.profile == "psiphon-conduit":
+        binary = shutil.which("conduit")
+        if binary is None:
+            raise MissingDependency(
+                "the process runtime needs the Conduit CLI as `conduit` on PATH; install a "
+                'release from github.com/Psiphon-Inc/conduit or use cluster.runtime = "docker"'
+            )
+        return [binary]
+    if spec.command:
+        return []  # the generic profile's workload.command is the whole command line
+    raise BadInput("workload.command: the generic profile on the process runtime needs a command")
+
+
+class ProcessRuntime:
+    name = "process"
+
+    def __init__(self, state_dir: Path, cluster: str) -> None:
+        self.root = state_dir / "process"
+        self.cluster = cluster
+
+    # --- reading -----------------------------------------------------------------------
+
+    def _dir(self, name: str) -> Path:
+        return self.root / name
+
+    def _dirs(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        prefix = f"{self.cluster}-"
+        names = [
+            d.name
+            for d in self.root.iterdir()
+            if d.is_dir() and d.name.startswith(prefix) and d.name[len(prefix) :].isdigit()
+        ]
+        return sorted(names, key=lambda n: int(n.rsplit("-", 1)[1]))
+
+    def _names(self) -> list[str]:
+        """Backends that exist (have been started and not removed)."""
+        return [n for n in self._dirs() if (self._dir(n) / SPEC_FILE).exists()]
+
+    def data_names(self) -> list[str]:
+        return [n for n in self._dirs() if (self._dir(n) / "data").is_dir()]
+
+    def _live_process(self, directory: Path) -> psutil.Process | None:
+        """The backend's process if it is alive and really ours (pid files can be stale)."""
+        state = read_state(directory)
+        try:
+            pid = int((directory / PID_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        try:
+            proc = psutil.Process(pid)
+            started = state.get("started_at")
+            if isinstance(started, int | float) and abs(proc.create_time() - started) > 5:
+                return None  # the pid was reused by something else
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+        except psutil.Error:
+            return None
+        return proc
+
+    def status(self, name: str) -> BackendStatus:
+        directory = self._dir(name)
+        index = int(name.rsplit("-", 1)[1])
+        if not (directory / SPEC_FILE).exists():
+            return BackendStatus(name=name, index=index, state=State.MISSING)
+        state = read_state(directory)
+        spec = _read_json(directory / SPEC_FILE)
+        proc = self._live_process(directory)
+        common = dict(
+            name=name,
+            index=index,
+            restart_count=int(spec.get("restart_count", 0)),
+            config_hash=spec.get("config_hash"),
+            exit_code=state.get("exit_code"),
+        )
+        if proc is None:
+            return BackendStatus(state=State.STOPPED, **common)  # type: ignore[arg-type]
+        try:
+            with proc.oneshot():
+                times = proc.cpu_times()
+                children = proc.children(recursive=True)
+                cpu = times.user + times.system
+                rss = proc.memory_info().rss
+                for child in children:
+                    ct = child.cpu_times()
+                    cpu += ct.user + ct.system
+                    rss += child.memory_info().rss
+        except psutil.Error:
+            return BackendStatus(state=State.STOPPED, **common)  # type: ignore[arg-type]
+        return BackendStatus(
+            state=State.RUNNING,
+            pid=proc.pid,
+            started_at=proc.create_time(),
+            cpu_seconds=cpu,
+            rss_bytes=rss,
+            **common,  # type: ignore[arg-type]
+        )
+
+    def backends(self) -> list[BackendStatus]:
+        return [self.status(name) for name in self._names()]
+
+    # --- acting ------------------------------------------------------------------------
+
+    def start(self, spec: LaunchSpec) -> BackendStatus:
+        directory = self._dir(spec.name)
+        data = directory / "data"
+        data.mkdir(parents=True, exist_ok=True, mode=0o700)
+        previous = _read_json(directory / SPEC_FILE)
+        if self._live_process(directory) is not None:
+            if previous.get("config_hash") == spec.config_hash():
+                return self.status(spec.name)
+            self.stop(spec.name)  # the config changed: replace it, keeping its data
+        restarts = int(previous.get("restart_count", -1)) + 1 if previous else 0
+        argv = program_for(spec) + spec.argv(str(data.absolute()))
+        write_json(
+            directory / SPEC_FILE,
+            {
+                "name": spec.name,
+                "config_hash": spec.config_hash(),
+                "argv": argv,
+                "restart_count": restarts,
+                "created_at": previous.get("created_at", time.time()),
+            },
+        )
+        (directory / PID_FILE).unlink(missing_ok=True)
+        h = spec.hardening
+        shim = [
+            sys.executable,
+            "-m",
+            "conduitctl.runtime.shim",
+            "--dir",
+            str(directory.absolute()),
+            "--max-bytes",
+            str(h.log_max_size),
+            "--backups",
+            str(h.log_max_files),
+            "--nofile",
+            str(h.nofile),
+            "--",
+            *argv,
+        ]
+        env = {**os.environ, "CONDUIT_SIM_NAME": spec.name}
+        launched = time.time()
+        subprocess.Popen(  # detached: its own session, no fds shared with this CLI
+            shim,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+            env=env,
+            cwd=str(directory),
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if (directory / PID_FILE).exists() and self._live_process(directory):
+                return self.status(spec.name)
+            finished = read_state(directory).get("finished_at")
+            if isinstance(finished, float) and finished >= launched:
+                break  # this launch already ended
+            time.sleep(0.02)
+        tail = "".join(self.logs(spec.name, tail=3)).strip().replace("\n", " | ")
+        raise ConduitctlError(
+            f"{spec.name}: the backend did not start ({tail or 'no output'}); "
+            f"see `conduitctl logs {spec.name}`"
+        )
+
+    def stop(self, name: str, timeout: float = 10.0) -> None:
+        directory = self._dir(name)
+        proc = self._live_process(directory)
+        if proc is None:
+            return
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout)
+        except psutil.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        except psutil.NoSuchProcess:
+            pass
+        # The shim records the exit; give it a moment so the next status reads it.
+        deadline = time.monotonic() + 2
+        while (directory / PID_FILE).exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def remove(self, name: str, purge: bool = False) -> None:
+        self.stop(name)
+        directory = self._dir(name)
+        if purge:
+            shutil.rmtree(directory, ignore_errors=True)
+            return
+        for entry in directory.iterdir() if directory.is_dir() else []:
+            if entry.name != "data":  # the identity key outlives the backend
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+
+    def logs(self, name: str, tail: int | None = None, follow: bool = False) -> Iterator[str]:
+        path = self._dir(name) / LOG_FILE
+        if not path.exists():
+            return
+        with path.open("r", errors="replace") as handle:
+            lines = deque(handle, maxlen=tail) if tail is not None else list(handle)
+            yield from lines
+            while follow:
+                line = handle.readline()
+                if line:
+                    yield line
+                else:
+                    time.sleep(0.2)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -1,0 +1,138 @@
+"""A tiny per-backend shim for the process runtime (stdlib only), like containerd-shim.
+
+It starts the backend in its own session, copies its output to a size-rotated log, and when
+the backend exits records the exit code, so a later `conduitctl` can report it. It does not
+restart anything: that is the supervisor's job.
+
+    python -m conduitctl.runtime.shim --dir DIR --max-bytes N --backups K [--nofile N] -- ARGV...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+PID_FILE = "pid"
+STATE_FILE = "state.json"
+LOG_FILE = "backend.log"
+
+
+class RotatingLog:
+    """Append-only log that rotates by size: backend.log, backend.log.1, ... .K."""
+
+    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+        self.path, self.max_bytes, self.backups = path, max_bytes, backups
+        self.handle = path.open("ab")
+        self.size = self.handle.tell()
+
+    def write(self, data: bytes) -> None:
+        if self.size + len(data) > self.max_bytes and self.size > 0:
+            self.rotate()
+        self.handle.write(data)
+        self.handle.flush()
+        self.size += len(data)
+
+    def rotate(self) -> None:
+        self.handle.close()
+        for i in range(self.backups - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{i}")
+            if older.exists():
+                older.replace(self.path.with_name(f"{self.path.name}.{i + 1}"))
+        if self.backups > 0:
+            self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+        else:
+            self.path.unlink()
+        self.handle = self.path.open("ab")
+        self.size = 0
+
+
+def write_json(path: Path, data: dict[str, object]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def read_state(directory: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((directory / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="conduitctl-shim")
+    parser.add_argument("--dir", type=Path, required=True)
+    parser.add_argument("--max-bytes", type=int, default=10 * 1024 * 1024)
+    parser.add_argument("--backups", type=int, default=3)
+    parser.add_argument("--nofile", type=int, default=0)
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    directory: Path = args.dir
+    log = RotatingLog(directory / LOG_FILE, args.max_bytes, args.backups)
+
+    def limits() -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)  # ignored dispositions survive exec: undo ours
+        if args.nofile:
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            target = args.nofile if hard == resource.RLIM_INFINITY else min(args.nofile, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, target))
+
+    # The shim ignores the signals a terminal or `conduitctl stop` sends the group: the backend
+    # gets them and the shim lives on to record how it ended.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        child = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            preexec_fn=limits,
+            close_fds=True,
+            restore_signals=True,
+        )
+    except OSError as exc:
+        log.write(f"conduitctl-shim: cannot start {command[:1]}: {exc}\n".encode())
+        state = read_state(directory)
+        write_json(
+            directory / STATE_FILE,
+            {**state, "exit_code": 127, "finished_at": time.time(), "pid": None},
+        )
+        return 127
+    state = read_state(directory)
+    write_json(
+        directory / STATE_FILE,
+        {**state, "pid": child.pid, "started_at": time.time(), "exit_code": None},
+    )
+    (directory / PID_FILE).write_text(f"{child.pid}\n")
+    assert child.stdout is not None
+    for chunk in iter(lambda: child.stdout.readline(), b""):  # type: ignore[union-attr]
+        log.write(chunk)
+    code = child.wait()
+    log.write(f"conduitctl-shim: backend exited with code {code}\n".encode())
+    state = read_state(directory)
+    write_json(
+        directory / STATE_FILE,
+        {
+            **state,
+            "exit_code": code if code >= 0 else 128 - code,  # the shell's convention
+            "signal": -code if code < 0 else None,
+            "finished_at": time.time(),
+        },
+    )
+    (directory / PID_FILE).unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
