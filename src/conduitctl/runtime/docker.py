@@ -86,6 +86,17 @@ def container_kwargs(spec: LaunchSpec) -> dict[str, Any]:
     return kwargs
 
 
+def start_error_hint(exc: Any, spec: LaunchSpec) -> str:
+    """Docker's start error in one line, with the fix for the ones we know."""
+    explanation = str(getattr(exc, "explanation", None) or exc).strip().splitlines()[-1]
+    if "setting rlimit" in explanation:
+        return (
+            f"docker cannot grant container.nofile = {spec.hardening.nofile} (dockerd's own "
+            "open-files limit is lower); lower container.nofile or raise dockerd's LimitNOFILE"
+        )
+    return f"docker could not start it: {explanation}"
+
+
 def _timestamp(text: str | None) -> float | None:
     if not text or text.startswith("0001-"):
         return None
@@ -232,6 +243,8 @@ class DockerRuntime:
             )
 
     def start(self, spec: LaunchSpec) -> BackendStatus:
+        import docker.errors
+
         container = self._get(spec.name)
         recreates = 0
         if container is not None:
@@ -247,7 +260,13 @@ class DockerRuntime:
         self._ensure_volume(spec)
         kwargs = container_kwargs(spec)
         kwargs["labels"]["io.conduitctl.recreates"] = str(recreates)
-        container = self.client.containers.run(**kwargs)
+        try:
+            container = self.client.containers.run(**kwargs)
+        except docker.errors.APIError as exc:
+            leftover = self._get(spec.name)
+            if leftover is not None:
+                leftover.remove(force=True)  # a container that cannot start is no use
+            raise ConduitctlError(f"{spec.name}: {start_error_hint(exc, spec)}") from None
         container.reload()
         return self._status(container)
 
