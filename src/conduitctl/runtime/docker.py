@@ -18,6 +18,7 @@ from conduitctl import labels
 from conduitctl.errors import ConduitctlError, MissingDependency
 from conduitctl.observe.cgroups import usage_for_pid
 from conduitctl.runtime.base import BackendStatus, LaunchSpec, State
+from conduitctl.units import format_size
 from conduitctl.workloads import PROFILES
 
 _STATES = {
@@ -56,7 +57,7 @@ def container_kwargs(spec: LaunchSpec) -> dict[str, Any]:
         },
         "user": h.user,
         "read_only": h.read_only,
-        "tmpfs": {"/tmp": f"rw,noexec,nosuid,size={h.tmpfs_size}"},
+        "tmpfs": {"/tmp": f"rw,noexec,nosuid,size={format_size(h.tmpfs_size)}"},
         "security_opt": ["no-new-privileges:true"] if h.no_new_privileges else [],
         "cap_drop": list(h.cap_drop),
         "pids_limit": h.pids_limit,
@@ -66,7 +67,7 @@ def container_kwargs(spec: LaunchSpec) -> dict[str, Any]:
         "ulimits": [Ulimit(name="nofile", soft=h.nofile, hard=h.nofile)],
         "log_config": LogConfig(
             type="json-file",
-            config={"max-size": str(h.log_max_size), "max-file": str(h.log_max_files)},
+            config={"max-size": format_size(h.log_max_size), "max-file": str(h.log_max_files)},
         ),
         "volumes": {
             labels.volume_name(spec.cluster, b.index): {"bind": profile.data_dir, "mode": "rw"}
