@@ -60,6 +60,11 @@ def usage_for_pid(pid: int, root: Path = CGROUP_ROOT) -> Usage:
         paths = parse_proc_cgroup(Path(f"/proc/{pid}/cgroup").read_text())
     except OSError:
         return Usage(None, None)
+    return usage_for_paths(paths, root)
+
+
+def usage_for_paths(paths: dict[str, str], root: Path = CGROUP_ROOT) -> Usage:
+    """Usage of the cgroup(s) in `paths` (from parse_proc_cgroup) under the hierarchy `root`."""
     if "" in paths and cgroup_version(root) == 2:
         base = root / paths[""].lstrip("/")
         usec = _stat(base / "cpu.stat").get("usage_usec")
