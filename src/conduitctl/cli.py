@@ -21,7 +21,7 @@ from rich.table import Table
 
 from conduitctl import __version__
 from conduitctl.capacity import Plan, PlanInput, make_plan
-from conduitctl.errors import BadInput, ConduitctlError
+from conduitctl.errors import BadInput, CheckFailed, ConduitctlError
 from conduitctl.hostinfo import DEFAULT_NIC_MBPS, host_facts, render_env
 from conduitctl.legacy import convert, parse_settings_conf
 from conduitctl.settings import (
@@ -597,6 +597,167 @@ def restart(
         emit_json({"restarted": name, "elapsed_s": round(elapsed, 2)})
     else:
         out.print(f"restarted {name} in {elapsed:.1f}s")
+
+
+# --- drills -------------------------------------------------------------------------------
+
+
+def default_target(settings: Settings, udp: bool) -> str:
+    """The first front listener of the wanted protocol, probed on loopback when it binds all."""
+    from conduitctl.front.base import listener_addresses
+
+    proto = "udp" if udp else "tcp"
+    for listener, (_, host, port) in zip(
+        settings.front.listeners, listener_addresses(settings), strict=True
+    ):
+        if settings.front.kind != "none" and listener.proto.value == proto:
+            return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    raise BadInput(
+        f"no {proto} front listener to load (front.kind = {settings.front.kind!r}); "
+        "pass --target HOST:PORT"
+    )
+
+
+@app.command()
+def loadtest(
+    clients: Annotated[int, typer.Option(help="concurrent clients", min=1)] = 100,
+    duration: Annotated[float, typer.Option(help="seconds, ramp included", min=0.1)] = 10.0,
+    rate: Annotated[
+        float, typer.Option(help="echo traffic per client, kilobits/s (0: hold only)", min=0)
+    ] = 8.0,
+    target: Annotated[
+        str | None, typer.Option(help="HOST:PORT (default: the first front listener)")
+    ] = None,
+    udp: Annotated[bool, typer.Option(help="UDP sessions instead of TCP")] = False,
+    ramp: Annotated[
+        float | None, typer.Option(help="seconds over which clients connect", min=0)
+    ] = None,
+    max_failed_ratio: Annotated[
+        float | None, typer.Option(help="exit 1 when failed/attempted exceeds this", min=0, max=1)
+    ] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Load the front (or --target) with asyncio clients; latency, throughput, balance."""
+    from conduitctl.drills.loadtest import LoadSpec, Snapshot, max_failed_exceeded, run
+
+    if target is None:
+        settings, _ = _load(config)
+        target = default_target(settings, udp)
+    spec = LoadSpec.from_target(
+        target, clients=clients, duration_s=duration, rate_kbps=rate, udp=udp, ramp_s=ramp
+    )
+
+    def progress(snap: Snapshot) -> None:
+        if not as_json:
+            err.print(
+                f"[dim]{snap.elapsed_s:5.1f}s open {snap.open:>6} connected {snap.connected:>6} "
+                f"failed {snap.failed:>5} dropped {snap.dropped:>5}[/]",
+                highlight=False,
+            )
+
+    report = run(spec, progress=progress)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        _print_load(report)
+    if max_failed_ratio is not None and max_failed_exceeded(report, max_failed_ratio):
+        raise CheckFailed(
+            f"loadtest: failed ratio {report.failed_ratio:.4f} exceeds --max-failed-ratio "
+            f"{max_failed_ratio:g}"
+        )
+
+
+def _print_load(report: Any) -> None:
+    d = report.to_dict()
+    out.print(
+        f"[bold]{d['mode']} {d['target']}[/]: {d['attempted']:,} attempted, "
+        f"{d['connected']:,} connected, {d['failed']:,} failed ({d['failed_ratio']:.2%}), "
+        f"{d['sessions_dropped']:,} established sessions dropped"
+    )
+    failures = {k: v for k, v in d["failed_by_reason"].items() if v}
+    if failures:
+        out.print(f"failed by reason: {failures}")
+    lat = d["latency_ms"]
+    out.print(
+        f"connect -> greeting ms: p50 {lat['p50']}, p95 {lat['p95']}, p99 {lat['p99']}, "
+        f"max {lat['max']}; {d['connections_per_second']:,.0f} connections/s; "
+        f"throughput {d['throughput']['mbps']:.2f} Mbps; peak open {d['peak_open']:,}"
+    )
+    per = d["per_backend"]
+    if per:
+        spread = ", ".join(f"{name} {count}" for name, count in sorted(per.items()))
+        out.print(f"per backend: {spread} (max/min {d['balance_ratio']})")
+    if d["udp"]:
+        out.print(f"udp loss ratio {d['udp']['loss_ratio']:.4%}")
+
+
+@app.command()
+def demo(
+    config: ConfigOpt = Path("examples/demo.toml"),
+    clients: Annotated[int, typer.Option(help="loadtest clients", min=1)] = 2000,
+    duration: Annotated[float, typer.Option(help="loadtest seconds", min=1)] = 15.0,
+    keep_watching: Annotated[
+        bool | None,
+        typer.Option(help="after the load, watch status until Ctrl-C (default: on a terminal)"),
+    ] = None,
+) -> None:
+    """The embedded default: up, live status under a short loadtest, then a clean down."""
+    import threading
+
+    from rich.console import Group
+    from rich.live import Live
+
+    from conduitctl.drills.loadtest import LoadSpec, Snapshot, run_load
+    from conduitctl.observe.fleet import collect
+    from conduitctl.ops.converge import down as converge_down
+    from conduitctl.ops.converge import up as converge_up
+
+    settings, _, runtime, front = _fleet(config)
+    watch = sys.stdout.isatty() if keep_watching is None else keep_watching
+    try:
+        result = converge_up(settings, runtime, front, progress=_progress(False))
+        out.print(f"up: {len(result.actions)} backends, front {result.front}")
+        spec = LoadSpec.from_target(
+            default_target(settings, udp=False), clients=clients, duration_s=duration, rate_kbps=8
+        )
+        latest: list[Snapshot] = []
+        reports: list[Any] = []
+
+        def load() -> None:
+            import asyncio
+
+            reports.append(asyncio.run(run_load(spec, progress=latest.append)))
+
+        worker = threading.Thread(target=load, name="loadtest", daemon=True)
+        worker.start()
+
+        def screen() -> Any:
+            view = collect(settings, runtime, front)
+            snap = latest[-1] if latest else None
+            load_line = (
+                f"loadtest: {snap.elapsed_s:4.1f}s, {snap.open:,} open, {snap.connected:,} "
+                f"connected, {snap.failed:,} failed, {snap.dropped:,} dropped"
+                if snap
+                else "loadtest: starting"
+            )
+            return Group(_status_table(view), _front_line(view.front), load_line)
+
+        with Live(screen(), console=out, refresh_per_second=2) as live:
+            while worker.is_alive():
+                worker.join(1.0)
+                live.update(screen())
+            while watch:
+                time.sleep(2)
+                live.update(screen())
+        out.print()
+        if reports:
+            _print_load(reports[0])
+    except KeyboardInterrupt:
+        err.print("interrupted: stopping the demo fleet")
+    finally:
+        converge_down(settings, runtime, front, progress=_progress(False))
+        out.print("demo stopped: nothing left running (data kept in the state dir)")
 
 
 # --- sim ------------------------------------------------------------------------------------

@@ -148,3 +148,33 @@ def test_broken_front_config_is_refused_and_old_front_keeps_serving(
         assert greeting_via(base).startswith(f"bf{kind[0]}-")  # still serving
     finally:
         cli("down", "--purge", "--config", str(config), check=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["nginx", "haproxy"])
+def test_process_fleet_holds_1000_clients_through_the_front(kind, tmp_path, free_block):
+    base = free_block(140)
+    config = write_config(tmp_path, base, name=f"lp{kind[0]}", containers=4, front=kind)
+    try:
+        cli("up", "--config", str(config))
+        report = cli_json(
+            "loadtest",
+            "--config",
+            str(config),
+            "--clients",
+            "1000",
+            "--duration",
+            "6",
+            "--rate",
+            "8",
+            "--max-failed-ratio",
+            "0",
+        )
+        assert report["connected"] == 1000 and report["failed"] == 0
+        assert report["sessions_dropped"] == 0
+        assert sorted(report["per_backend"]) == [f"lp{kind[0]}-{i}" for i in range(1, 5)]
+        assert report["balance_ratio"] < 1.5  # least_conn spreads the sessions
+        status = cli_json("status", "--config", str(config))
+        assert status["totals"]["healthy"] == 4
+    finally:
+        cli("down", "--purge", "--config", str(config), check=False)
