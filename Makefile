@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 DEMO_CONFIG ?= examples/demo.toml
 
-.PHONY: setup system venv dockerd demo test test-fast lint clean
+.PHONY: setup system venv dockerd demo test test-fast lint bench clean
 
 setup: system venv
 
@@ -36,6 +36,9 @@ test: setup dockerd lint
 
 test-fast: setup lint
 	$(BIN)/pytest -q -m "not slow and not docker"
+
+bench: setup
+	$(PY) benchmarks/bench_fleet.py
 
 clean:
 	rm -rf $(VENV) .conduitctl-demo .pytest_cache .mypy_cache .ruff_cache

@@ -32,8 +32,10 @@ SYSTEM_CONFIG = Path("/etc/conduitctl/conduit.toml")
 ROOT_STATE_DIR = Path("/var/lib/conduitctl")
 USER_STATE_DIR = Path(".conduitctl")
 
-# Conduit's own ceiling for --max-common-clients in conduit-manager is 1000 per container.
+# Conduit's own ceiling for --max-common-clients is 1000 per station; the simulator and
+# generic proxies may go higher (benchmarks hold 10,000 clients on 8 backends).
 MAX_CLIENTS_CEILING = 1000
+MAX_CLIENTS_ANY_PROFILE = 4000
 
 Size = Annotated[int, BeforeValidator(parse_size)]
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -102,7 +104,7 @@ class Cluster(_Model):
 class BackendOverride(_Model):
     """Per-backend values, as conduit-manager's MAX_CLIENTS_N / BANDWIDTH_N / CPUS_N / MEMORY_N."""
 
-    max_clients: int | None = Field(default=None, ge=1, le=MAX_CLIENTS_CEILING)
+    max_clients: int | None = Field(default=None, ge=1, le=1_000_000)
     bandwidth_mbps: float | None = Field(default=None, ge=-1, le=100_000)
     cpus: float | None = Field(default=None, gt=0, le=256)
     memory: Size | None = Field(default=None, ge=32 * 1024**2)
@@ -112,7 +114,7 @@ class Workload(_Model):
     profile: Literal["psiphon-conduit", "sim", "generic"] = "psiphon-conduit"
     image: str | None = None  # default: the profile's image
     flag_dialect: Literal["v2", "v1"] = "v2"
-    max_clients: int = Field(default=250, ge=1, le=MAX_CLIENTS_CEILING)
+    max_clients: int = Field(default=250, ge=1, le=1_000_000)
     bandwidth_mbps: float = Field(default=40.0, ge=-1, le=100_000)  # -1: unlimited
     metrics_port_base: int = Field(default=29100, ge=1024, le=65000)
     listen_port_base: int = Field(default=28000, ge=1024, le=65000)
@@ -276,6 +278,20 @@ def check_coherence(s: Settings) -> None:
                     f"port {listener.port} falls in {name} range {lo}-{lo + count - 1}; "
                     "pick another port",
                 )
+
+    conduit = s.workload.profile == "psiphon-conduit"
+    ceiling = MAX_CLIENTS_CEILING if conduit else MAX_CLIENTS_ANY_PROFILE
+    why = "Conduit's ceiling per station" if conduit else "per backend"
+    values = [("workload.max_clients", s.workload.max_clients)] + [
+        (f"workload.overrides.{i}.max_clients", o.max_clients)
+        for i, o in sorted(s.workload.overrides.items())
+        if o.max_clients is not None
+    ]
+    for key, value in values:
+        if value > ceiling:
+            raise CoherenceError(
+                key, value, f"allowed range is 1..{ceiling} ({why}); add containers instead"
+            )
 
     for index in s.workload.overrides:
         if not 1 <= index <= n:

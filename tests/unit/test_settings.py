@@ -64,6 +64,13 @@ def test_bad_values_name_key_value_and_range(text, expected):
     assert expected in error_of(text)
 
 
+def test_max_clients_ceiling_depends_on_profile():
+    assert "Conduit's ceiling" in error_of("[workload]\nmax_clients = 1001")
+    sim = parse_settings("[workload]\nprofile = 'sim'\nmax_clients = 2000")
+    assert sim.workload.max_clients == 2000
+    assert "allowed range is 1..4000" in error_of("[workload]\nprofile = 'sim'\nmax_clients = 5000")
+
+
 def test_duplicate_listeners_rejected():
     text = SIM_FRONT.replace('"udp:5566"]', '"udp:5566", "tcp:443"]')
     assert "front.listeners = 'tcp:443': listed twice" in error_of(text)
