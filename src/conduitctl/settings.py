@@ -287,10 +287,10 @@ def check_coherence(s: Settings) -> None:
         for i, o in sorted(s.workload.overrides.items())
         if o.max_clients is not None
     ]
-    for key, value in values:
+    for field_key, value in values:
         if value > ceiling:
             raise CoherenceError(
-                key, value, f"allowed range is 1..{ceiling} ({why}); add containers instead"
+                field_key, value, f"allowed range is 1..{ceiling} ({why}); add containers instead"
             )
 
     for index in s.workload.overrides:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from conduitctl.render import nginx, render
-from conduitctl.render.base import RenderEnv
+from conduitctl.render.base import RenderEnv, conf_duration, host_port
 from conduitctl.settings import Settings, settings_from_dict
 
 ENV = RenderEnv(
@@ -288,7 +288,7 @@ def test_pure_same_input_same_text() -> None:
     [(10.0, "10s"), (0.8, "800ms"), (1.5, "1500ms"), (0.0001, "1ms"), (600.0, "600s")],
 )
 def test_conf_duration(seconds: float, text: str) -> None:
-    assert nginx.conf_duration(seconds) == text
+    assert conf_duration(seconds) == text
 
 
 @pytest.mark.parametrize(
@@ -296,4 +296,4 @@ def test_conf_duration(seconds: float, text: str) -> None:
     [("127.0.0.1", 1, "127.0.0.1:1"), ("::", 443, "[::]:443"), ("[::1]", 2, "[::1]:2")],
 )
 def test_host_port(host: str, port: int, text: str) -> None:
-    assert nginx.host_port(host, port) == text
+    assert host_port(host, port) == text

@@ -49,5 +49,21 @@ _TEMPLATES = jinja2.Environment(
 )
 
 
+def host_port(host: str, port: int) -> str:
+    """`HOST:PORT`, with an IPv6 host in brackets (`[::1]:443`)."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+def conf_duration(seconds: float) -> str:
+    """A duration nginx and HAProxy both parse: `10s`, or `1500ms` for anything finer.
+
+    Neither takes fractions (`1.5s`), so it is rounded to whole milliseconds (>= 1ms).
+    """
+    ms = max(1, round(seconds * 1000))
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
 def render_template(name: str, **context: object) -> str:
     return _TEMPLATES.get_template(name).render(**context)

@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conduitctl.fleet import BackendSpec, desired_backends
-from conduitctl.render.base import Rendered, RenderEnv, render_template
+from conduitctl.render.base import (
+    Rendered,
+    RenderEnv,
+    conf_duration,
+    host_port,
+    render_template,
+)
 from conduitctl.settings import Listener, Proto, Settings
 from conduitctl.workloads import PROFILES
 
@@ -28,8 +34,6 @@ STATS_SOCKET = "haproxy.sock"
 STATS_HOST = "127.0.0.1"  # the exporter never leaves loopback
 METRICS_PATH = "/metrics"
 STATS_PATH = "/stats"
-# The first bytes a greeting profile sends on connect; the health check expects them.
-GREETINGS: dict[str, str] = {"sim": "CONDUIT-SIM "}
 STICK_TABLE = "type ip size 100k expire 30s store conn_cur"
 FD_RESERVE = 64  # HAProxy's own descriptors: pollers, stats socket, master socket pair, logs
 MIN_MAXCONN = 100
@@ -75,19 +79,6 @@ def max_connections(settings: Settings) -> int:
     front = settings.front
     reserve = FD_RESERVE + len(front.listeners) + settings.cluster.containers
     return max(MIN_MAXCONN, (front.nofile - reserve) // 2)
-
-
-def host_port(host: str, port: int) -> str:
-    """`HOST:PORT`, with an IPv6 host in brackets (`[::1]:443`)."""
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"{host}:{port}"
-
-
-def conf_duration(seconds: float) -> str:
-    """A duration HAProxy parses: whole seconds as `10s`, finer as `800ms` (no fractions)."""
-    ms = max(1, round(seconds * 1000))
-    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
 
 
 def render(settings: Settings, env: RenderEnv) -> Rendered:
@@ -145,7 +136,7 @@ def render_config(
                 "connection"
             )
 
-    greeting = GREETINGS.get(profile.name) if profile.greeting else None
+    greeting = profile.greeting_prefix
     text = render_template(
         TEMPLATE,
         cluster=settings.cluster.name,

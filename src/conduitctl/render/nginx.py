@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conduitctl.fleet import BackendSpec, desired_backends
-from conduitctl.render.base import Rendered, RenderEnv, render_template
+from conduitctl.render.base import (
+    Rendered,
+    RenderEnv,
+    conf_duration,
+    host_port,
+    render_template,
+)
 from conduitctl.settings import Listener, Proto, Settings
 
 FILENAME = "nginx.conf"
@@ -76,22 +82,6 @@ def access_log_path(env: RenderEnv) -> Path:
 
 def upstream_name(settings: Settings, proto: Proto) -> str:
     return f"{settings.cluster.name}_{proto.value}"
-
-
-def host_port(host: str, port: int) -> str:
-    """`HOST:PORT`, with an IPv6 host in brackets (`[::1]:443`)."""
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"{host}:{port}"
-
-
-def conf_duration(seconds: float) -> str:
-    """A duration nginx parses: whole seconds as `10s`, anything finer as `1500ms`.
-
-    nginx rejects fractions (`1.5s`), so everything is rounded to whole milliseconds (>= 1ms).
-    """
-    ms = max(1, round(seconds * 1000))
-    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
 
 
 def conf_seconds(seconds: float) -> str:

@@ -41,7 +41,12 @@ class Profile:
     default_image: str | None
     data_dir: str  # inside the container
     command: Callable[[LaunchArgs], list[str]]
-    greeting: bool = False  # sends a one-line greeting on connect (used by probes and loadtest)
+    # The first bytes of the one-line greeting sent on connect (probes and checks expect them).
+    greeting_prefix: str | None = None
+
+    @property
+    def greeting(self) -> bool:
+        return self.greeting_prefix is not None
 
 
 def conduit_v2_args(args: LaunchArgs) -> list[str]:

@@ -19,5 +19,5 @@ SIM = Profile(
     default_image="conduit-sim:local",
     data_dir="/home/conduit/data",
     command=sim_args,
-    greeting=True,
+    greeting_prefix="CONDUIT-SIM ",  # sim/server.py's greeting
 )
