@@ -38,6 +38,7 @@ class HaproxyFront:
         self.conf = self.dir / "haproxy.cfg"
         self.pid_file = haproxy_render.pid_path(env)
         self.master_socket = env.run_dir / "haproxy-master.sock"
+        self.log_file = env.log_dir / "haproxy.log"
 
     def _binary(self) -> str:
         tool = find_tool("haproxy")
@@ -90,10 +91,10 @@ class HaproxyFront:
         return "unchanged"
 
     def _start(self) -> None:
+        """Foreground master-worker in its own session; its stdout (the log) goes to a file."""
         argv = [
             self._binary(),
             "-W",
-            "-D",
             "-f",
             str(self.conf),
             "-p",
@@ -101,16 +102,26 @@ class HaproxyFront:
             "-S",
             f"{self.master_socket},mode,600",
         ]
-        result = subprocess.run(
-            argv, capture_output=True, text=True, timeout=30, start_new_session=True, check=False
-        )
-        if result.returncode != 0:
-            lines = (result.stderr or result.stdout).strip().splitlines()
-            alert = next((ln for ln in lines if "ALERT" in ln), lines[-1] if lines else "")
-            raise ConduitctlError(f"haproxy did not start: {alert or 'no output'}")
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log:
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            if self._pid() is not None:
+            if process.poll() is not None:
+                lines = self.log_file.read_text(errors="replace").strip().splitlines()
+                alert = next((ln for ln in reversed(lines) if "ALERT" in ln), "")
+                raise ConduitctlError(
+                    f"haproxy did not start: {alert or f'exit code {process.returncode}'}; "
+                    f"see {self.log_file}"
+                )
+            if self._pid() == process.pid:
                 return
             time.sleep(0.02)
         raise ConduitctlError(f"haproxy started but wrote no pid file {self.pid_file}")
