@@ -97,11 +97,14 @@ def conduitctl_bin() -> str:
 def render_env(settings: Settings, config_path: Path) -> RenderEnv:
     facts = host_facts(settings.host.nic)
     state = settings.state_dir.absolute()
+    # The system paths only for the system install; a cluster with its own state dir keeps
+    # its pid files, sockets and logs there, so two clusters never share a pid file.
+    system = facts.is_root and settings.cluster.state_dir is None
     return RenderEnv(
         is_root=facts.is_root,
         state_dir=state,
-        log_dir=Path("/var/log/conduitctl") if facts.is_root else state / "log",
-        run_dir=Path("/run/conduitctl") if facts.is_root else state / "run",
+        log_dir=Path("/var/log/conduitctl") if system else state / "log",
+        run_dir=Path("/run/conduitctl") if system else state / "run",
         nginx_stream_module=nginx_stream_module(),
         conduitctl_bin=conduitctl_bin(),
         config_path=config_path.absolute(),

@@ -131,5 +131,10 @@ class HaproxyFront:
         if pid is None:
             return False
         stop_by_signal(pid, signal.SIGUSR1, timeout)  # soft stop: finish sessions
-        self.pid_file.unlink(missing_ok=True)
+        for leftover in (
+            self.pid_file,
+            self.master_socket,
+            haproxy_render.stats_socket_path(self.env),
+        ):
+            leftover.unlink(missing_ok=True)
         return True
