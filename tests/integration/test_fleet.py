@@ -152,28 +152,23 @@ def test_broken_front_config_is_refused_and_old_front_keeps_serving(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["nginx", "haproxy"])
-def test_process_fleet_holds_1000_clients_through_the_front(kind, tmp_path, free_block):
+@pytest.mark.parametrize("runtime", ["process", pytest.param("docker", marks=pytest.mark.docker)])
+def test_fleet_holds_1000_clients_through_the_front(runtime, kind, request, tmp_path, free_block):
+    if runtime == "docker":
+        request.getfixturevalue("sim_image")
     base = free_block(140)
-    config = write_config(tmp_path, base, name=f"lp{kind[0]}", containers=4, front=kind)
+    name = f"l{runtime[0]}{kind[0]}"
+    config = write_config(tmp_path, base, name=name, containers=4, front=kind, runtime=runtime)
     try:
         cli("up", "--config", str(config))
         report = cli_json(
-            "loadtest",
-            "--config",
-            str(config),
-            "--clients",
-            "1000",
-            "--duration",
-            "6",
-            "--rate",
-            "8",
-            "--max-failed-ratio",
-            "0",
-        )
+            "loadtest", "--config", str(config), "--clients", "1000", "--duration", "6",
+            "--rate", "8", "--max-failed-ratio", "0",
+        )  # fmt: skip
         assert report["connected"] == 1000 and report["failed"] == 0
         assert report["sessions_dropped"] == 0
-        assert sorted(report["per_backend"]) == [f"lp{kind[0]}-{i}" for i in range(1, 5)]
-        assert report["balance_ratio"] < 1.5  # least_conn spreads the sessions
+        assert sorted(report["per_backend"]) == [f"{name}-{i}" for i in range(1, 5)]
+        assert report["balance_ratio"] < 1.5  # least connections spreads the sessions
         status = cli_json("status", "--config", str(config))
         assert status["totals"]["healthy"] == 4
     finally:

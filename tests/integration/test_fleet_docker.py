@@ -94,31 +94,3 @@ def test_missing_image_is_a_clear_error(tmp_path, free_block, sim_image):
     cli("down", "--purge", "--config", str(config), check=False)
     assert result.returncode == 2
     assert "image conduit-sim:nope is not present locally" in result.stderr
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("kind", ["nginx", "haproxy"])
-def test_docker_fleet_holds_1000_clients_through_the_front(kind, tmp_path, free_block, sim_image):
-    base = free_block(140)
-    name = f"dl{kind[0]}"
-    config = write_config(tmp_path, base, name=name, containers=4, runtime="docker", front=kind)
-    try:
-        cli("up", "--config", str(config))
-        report = cli_json(
-            "loadtest",
-            "--config",
-            str(config),
-            "--clients",
-            "1000",
-            "--duration",
-            "6",
-            "--rate",
-            "8",
-            "--max-failed-ratio",
-            "0",
-        )
-        assert report["connected"] == 1000 and report["failed"] == 0
-        assert report["sessions_dropped"] == 0
-        assert sorted(report["per_backend"]) == [f"{name}-{i}" for i in range(1, 5)]
-    finally:
-        cli("down", "--purge", "--config", str(config), check=False)

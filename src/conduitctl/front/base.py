@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ import psutil
 from conduitctl.errors import ConduitctlError
 from conduitctl.render.base import Rendered, RenderEnv
 from conduitctl.settings import Proto, Settings
+
+START_TIMEOUT = 10.0
 
 if TYPE_CHECKING:
     from conduitctl.render import CheckResult
@@ -169,6 +172,114 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
             return
         time.sleep(0.02)
     raise ConduitctlError(f"{what} within {timeout:g}s")
+
+
+class ProcessFront:
+    """A front run as its own process tree, found through its pid file.
+
+    Subclasses say how to render and check the config, start the process, and which signals
+    reload it and stop it gracefully; status, validate-then-install and stop are shared.
+    """
+
+    kind: str
+    config_name: str
+    reload_signal: signal.Signals
+    stop_signal: signal.Signals
+
+    def __init__(self, settings: Settings, env: RenderEnv) -> None:
+        self.settings = settings
+        self.env = env
+        self.dir = env.state_dir / "front"
+        self.conf = self.dir / self.config_name
+        self.pid_file = self.pid_path()
+
+    # --- what a front says about itself --------------------------------------------------
+
+    def pid_path(self) -> Path:
+        raise NotImplementedError
+
+    def render(self, down: frozenset[str]) -> Rendered:
+        raise NotImplementedError
+
+    def check(self, rendered: Rendered, env: RenderEnv, workdir: Path) -> CheckResult:
+        raise NotImplementedError
+
+    def start_process(self) -> None:
+        """Start the front; return once its pid file names a live process."""
+        raise NotImplementedError
+
+    def served_listeners(self) -> Settings:
+        """The settings whose listeners this front really serves (HAProxy: TCP only)."""
+        return self.settings
+
+    def leftovers(self) -> list[Path]:
+        """Files to remove after a stop, besides the pid file."""
+        return []
+
+    # --- shared ---------------------------------------------------------------------------
+
+    def _pid(self) -> int | None:
+        return read_pid(self.pid_file)
+
+    def status(self) -> FrontStatus:
+        served = self.served_listeners()
+        pid = self._pid()
+        if pid is None:
+            return FrontStatus(
+                kind=self.kind,
+                running=False,
+                config=str(self.conf),
+                reason="not running (conduitctl up starts it)",
+                not_listening=[str(lst) for lst in served.front.listeners],
+            )
+        listening, missing = probe_listeners(served, tree_pids(pid))
+        return FrontStatus(
+            kind=self.kind,
+            running=True,
+            pid=pid,
+            listening=listening,
+            not_listening=missing,
+            config=str(self.conf),
+            reason=f"not listening on {', '.join(missing)}" if missing else None,
+            started_at=os.stat(self.pid_file).st_mtime,
+        )
+
+    def apply(self, down: frozenset[str] = frozenset()) -> str:
+        """Render, validate with the front's own tool, install, then start or reload."""
+        rendered = self.render(down)
+        for directory in (self.dir, self.env.log_dir, self.env.run_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        changed = install(rendered, self.conf, self.check, self.env)
+        pid = self._pid()
+        if pid is None:
+            self.start_process()
+            return "started"
+        if changed:
+            os.kill(pid, self.reload_signal)  # graceful: old workers finish their sessions
+            return "reloaded"
+        return "unchanged"
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        pid = self._pid()
+        if pid is None:
+            return False
+        stop_by_signal(pid, self.stop_signal, timeout)
+        for leftover in (self.pid_file, *self.leftovers()):
+            leftover.unlink(missing_ok=True)
+        return True
+
+    def wait_for_pid(self, process: subprocess.Popen[bytes] | None = None) -> bool:
+        """True once the pid file names a live process (`process`, when given); False when
+        `process` exits first or nothing appears in time."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                return False
+            pid = self._pid()
+            if pid is not None and (process is None or pid == process.pid):
+                return True
+            time.sleep(0.02)
+        return False
 
 
 class NoFront:

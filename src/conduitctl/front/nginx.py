@@ -1,88 +1,48 @@
-"""nginx (stream) as the front: started with its own config and prefix under the state dir."""
+"""nginx (stream) as the front: started with its own config and prefix under the state dir.
+
+Reload is SIGHUP (new workers; old ones finish their sessions); stop is SIGQUIT (graceful).
+"""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import time
+from pathlib import Path
 
 from conduitctl.errors import ConduitctlError, MissingDependency
-from conduitctl.front.base import (
-    FrontStatus,
-    install,
-    probe_listeners,
-    read_pid,
-    stop_by_signal,
-    tree_pids,
-)
+from conduitctl.front.base import ProcessFront
+from conduitctl.render import CheckResult
 from conduitctl.render import nginx as nginx_render
-from conduitctl.render.base import RenderEnv
+from conduitctl.render.base import Rendered, RenderEnv
 from conduitctl.render.check_front import NGINX_INSTALL, check_nginx, find_tool
-from conduitctl.settings import Settings
-
-START_TIMEOUT = 10.0
 
 
-class NginxFront:
+class NginxFront(ProcessFront):
     kind = "nginx"
+    config_name = "nginx.conf"
+    reload_signal = signal.SIGHUP
+    stop_signal = signal.SIGQUIT
 
-    def __init__(self, settings: Settings, env: RenderEnv) -> None:
-        self.settings = settings
-        self.env = env
-        self.dir = env.state_dir / "front"
-        self.conf = self.dir / "nginx.conf"
-        self.prefix = self.dir / "nginx-prefix"
-        self.pid_file = nginx_render.pid_path(env)
+    @property
+    def prefix(self) -> Path:
+        return self.dir / "nginx-prefix"
 
-    def _binary(self) -> str:
+    def pid_path(self) -> Path:
+        return nginx_render.pid_path(self.env)
+
+    def render(self, down: frozenset[str]) -> Rendered:
+        return nginx_render.render_config(self.settings, self.env, down=down)
+
+    def check(self, rendered: Rendered, env: RenderEnv, workdir: Path) -> CheckResult:
+        return check_nginx(rendered, env, workdir)
+
+    def start_process(self) -> None:
+        """nginx daemonizes itself (its own session); its logs are in the log dir."""
         tool = find_tool("nginx")
         if tool is None:
             raise MissingDependency(f"nginx not found; install it: {NGINX_INSTALL}")
-        return tool
-
-    def _pid(self) -> int | None:
-        return read_pid(self.pid_file)
-
-    def status(self) -> FrontStatus:
-        pid = self._pid()
-        if pid is None:
-            return FrontStatus(
-                kind=self.kind,
-                running=False,
-                config=str(self.conf),
-                reason="not running (conduitctl up starts it)",
-                not_listening=[str(lst) for lst in self.settings.front.listeners],
-            )
-        listening, missing = probe_listeners(self.settings, tree_pids(pid))
-        return FrontStatus(
-            kind=self.kind,
-            running=True,
-            pid=pid,
-            listening=listening,
-            not_listening=missing,
-            config=str(self.conf),
-            reason=f"not listening on {', '.join(missing)}" if missing else None,
-            started_at=os.stat(self.pid_file).st_mtime,
-        )
-
-    def apply(self, down: frozenset[str] = frozenset()) -> str:
-        """Render, validate (nginx -t), install, then start or gracefully reload."""
-        rendered = nginx_render.render_config(self.settings, self.env, down=down)
-        for directory in (self.dir, self.prefix, self.env.log_dir, self.env.run_dir):
-            directory.mkdir(parents=True, exist_ok=True)
-        changed = install(rendered, self.conf, check_nginx, self.env)
-        pid = self._pid()
-        if pid is None:
-            self._start()
-            return "started"
-        if changed:
-            os.kill(pid, signal.SIGHUP)  # graceful: old workers finish their sessions
-            return "reloaded"
-        return "unchanged"
-
-    def _start(self) -> None:
-        argv = [self._binary(), "-c", str(self.conf), "-p", f"{self.prefix}/"]
+        self.prefix.mkdir(parents=True, exist_ok=True)
+        argv = [tool, "-c", str(self.conf), "-p", f"{self.prefix}/"]
         result = subprocess.run(
             argv, capture_output=True, text=True, timeout=30, start_new_session=True, check=False
         )
@@ -90,19 +50,7 @@ class NginxFront:
             message = (result.stderr or result.stdout).strip().splitlines()
             raise ConduitctlError(
                 f"nginx did not start: {message[-1] if message else 'no output'}; "
-                f"see {self.env.log_dir / 'nginx-error.log'}"
+                f"see {nginx_render.error_log_path(self.env)}"
             )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self._pid() is not None:
-                return
-            time.sleep(0.02)
-        raise ConduitctlError(f"nginx started but wrote no pid file {self.pid_file}")
-
-    def stop(self, timeout: float = 10.0) -> bool:
-        pid = self._pid()
-        if pid is None:
-            return False
-        stop_by_signal(pid, signal.SIGQUIT, timeout)  # QUIT: finish sessions, then exit
-        self.pid_file.unlink(missing_ok=True)
-        return True
+        if not self.wait_for_pid():
+            raise ConduitctlError(f"nginx started but wrote no pid file {self.pid_file}")
