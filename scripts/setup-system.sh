@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the system packages conduitctl and its tests use, when missing (Debian, as root).
 set -euo pipefail
-packages=(nginx libnginx-mod-stream haproxy docker.io debootstrap logrotate rsyslog iproute2 nftables)
+packages=(nginx libnginx-mod-stream haproxy docker.io debootstrap logrotate rsyslog iproute2 nftables prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -16,7 +16,7 @@ fi
 echo "installing: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q >/dev/null
-# Debian's nginx/haproxy packages try to start their own services: keep them stopped.
+# Debian's nginx/haproxy/prometheus packages try to start their services: keep them stopped.
 printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
 chmod +x /usr/sbin/policy-rc.d
 trap 'rm -f /usr/sbin/policy-rc.d' EXIT

@@ -1,0 +1,55 @@
+"""One tick's observations (plain values): what the daemon saw, for reconcile, history,
+alerts and the metrics exporter alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class BackendObservation:
+    name: str
+    index: int
+    running: bool
+    healthy: bool | None  # None: not probed yet
+    in_front: bool  # False while drained or out for health
+    restarts: int = 0  # restarts the supervisor made (counter)
+    oom_kills: int = 0  # counter
+    connected: int | None = None  # from /metrics
+    connecting: int | None = None
+    bytes_uploaded: float | None = None  # counters from /metrics
+    bytes_downloaded: float | None = None
+    cpu_percent: float | None = None  # of one core
+    rss_bytes: int | None = None
+    memory_limit_bytes: int | None = None
+    max_clients: int | None = None  # the value it runs with now (degradation may raise it)
+    crash_looping: bool = False
+
+
+@dataclass(frozen=True)
+class HostObservation:
+    mem_total_bytes: int
+    mem_available_bytes: int
+    cpu_percent: float  # of the whole host, 0..100
+    nic: str | None = None
+    nic_rx_mbps: float | None = None
+    nic_tx_mbps: float | None = None
+    nic_speed_mbps: float | None = None
+
+
+@dataclass(frozen=True)
+class FrontObservation:
+    kind: str  # nginx | haproxy | none
+    running: bool
+    listening: bool  # every served listener accepts
+    reloads: int = 0  # counter
+    accept_queue: dict[str, int] = field(default_factory=dict)  # listener -> queued connections
+    accept_backlog: dict[str, int] = field(default_factory=dict)  # listener -> backlog size
+
+
+@dataclass(frozen=True)
+class Tick:
+    ts: float  # unix seconds: one `now` per tick
+    backends: tuple[BackendObservation, ...]
+    host: HostObservation
+    front: FrontObservation
