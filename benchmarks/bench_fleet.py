@@ -83,6 +83,9 @@ listeners = ["tcp:127.0.0.1:{base}"]
 per_ip_limit = 0
 nofile = 20000
 worker_connections = 20000
+
+[daemon]
+metrics_port = {base + 1}
 """
     )
     return config

@@ -175,6 +175,15 @@ class Health(_Model):
     timeout: Duration = Field(default=0.8, ge=0.05, le=60)
     fall: int = Field(default=2, ge=1, le=100)
     rise: int = Field(default=2, ge=1, le=100)
+    # Self-healing: restarts back off exponentially from restart_backoff up to the max; this
+    # many restarts inside the window is a crash loop: restarts stop and an alert fires.
+    restart_backoff: Duration = Field(default=1.0, ge=0, le=600)
+    restart_backoff_max: Duration = Field(default=60.0, ge=0, le=3600)
+    crash_loop_restarts: int = Field(default=5, ge=1, le=1000)
+    crash_loop_window: Duration = Field(default=300.0, ge=10, le=86400)
+    # Graceful degradation: after backends stay down this long and the survivors are full,
+    # raise max clients on survivors (one at a time) up to the planner's per-backend ceiling.
+    degrade_after: Duration = Field(default=120.0, ge=1, le=86400)
 
     @model_validator(mode="after")
     def _timeout_within_interval(self) -> Health:
@@ -205,6 +214,14 @@ class Alerts(_Model):
         return urls
 
 
+class Daemon(_Model):
+    """The supervisor: its Prometheus exporter (loopback only) and its log."""
+
+    metrics_port: int = Field(default=29099, ge=1024, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_json: bool = False
+
+
 class Host(_Model):
     nic: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9_.:@-]{1,15}$"
@@ -221,6 +238,7 @@ class Settings(_Model):
     front: Front = Field(default_factory=Front)
     health: Health = Field(default_factory=Health)
     alerts: Alerts = Field(default_factory=Alerts)
+    daemon: Daemon = Field(default_factory=Daemon)
     host: Host = Field(default_factory=Host)
 
     @model_validator(mode="after")
@@ -255,6 +273,7 @@ def check_coherence(s: Settings) -> None:
         ranges["workload.listen_port_base"] = (s.workload.listen_port_base, n)
     if s.front.kind == "haproxy":
         ranges["front.stats_port"] = (s.front.stats_port, 1)
+    ranges["daemon.metrics_port"] = (s.daemon.metrics_port, 1)
     names = list(ranges)
     for i, a in enumerate(names):
         a_lo, a_n = ranges[a]

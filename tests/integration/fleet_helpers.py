@@ -55,6 +55,9 @@ bind = "127.0.0.1"
 listeners = [{", ".join(listeners)}]
 per_ip_limit = 0
 stats_port = {base + 1}
+
+[daemon]
+metrics_port = {base + 2}
 {extra}
 """
     )
