@@ -1,0 +1,70 @@
+"""What the supervisor does this tick (pure): (backends, front, now) -> actions.
+
+Dead or unhealthy backends leave the front at once and are restarted with backoff; healthy
+ones come back after `rise` good probes; a crash-looping backend is left alone (an alert says
+so); a dead or deaf front is restarted. Backends an operator command holds are left alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from conduitctl.supervise.health import Health
+from conduitctl.supervise.restarts import RestartState, may_restart
+
+STARTUP_GRACE_S = 10.0  # a running backend this young is not restarted for failing probes
+
+
+class Kind(StrEnum):
+    FRONT_OUT = "front_out"
+    FRONT_IN = "front_in"
+    RESTART = "restart"
+    FRONT_RESTART = "front_restart"
+
+
+@dataclass(frozen=True)
+class BackendView:
+    name: str
+    running: bool
+    health: Health
+    restart: RestartState
+    in_front: bool
+    started_at: float | None = None  # monotonic-free: unix seconds of its last start
+    held: bool = False  # an operator command (up, restart, down) is working on it
+
+
+@dataclass(frozen=True)
+class FrontView:
+    kind: str  # nginx | haproxy | none
+    running: bool
+    listening: bool
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: Kind
+    name: str | None  # the backend; None for the front
+    reason: str
+
+
+def plan_tick(backends: list[BackendView], front: FrontView, now: float) -> list[Action]:
+    actions: list[Action] = []
+    has_front = front.kind != "none"
+    for b in backends:
+        if b.held:
+            continue
+        bad = not b.running or b.health.healthy is False
+        why = "not running" if not b.running else f"unhealthy ({b.health.reason or 'probes'})"
+        if bad and has_front and b.in_front:
+            actions.append(Action(Kind.FRONT_OUT, b.name, why))
+        if bad and not b.restart.crash_loop and may_restart(b.restart, now):
+            young = b.running and b.started_at is not None and now - b.started_at < STARTUP_GRACE_S
+            if not young:
+                actions.append(Action(Kind.RESTART, b.name, why))
+        if not bad and b.health.healthy and has_front and not b.in_front:
+            actions.append(Action(Kind.FRONT_IN, b.name, "healthy again"))
+    if has_front and (not front.running or not front.listening):
+        reason = "not running" if not front.running else "not listening"
+        actions.append(Action(Kind.FRONT_RESTART, None, reason))
+    return actions

@@ -1,0 +1,152 @@
+from conduitctl.supervise.health import Health, dead, observe_probe
+from conduitctl.supervise.plan import BackendView, FrontView, Kind, plan_tick
+from conduitctl.supervise.restarts import (
+    RestartPolicy,
+    RestartState,
+    delay,
+    may_restart,
+    record_restart,
+    record_stable,
+)
+
+RISE, FALL = 2, 2
+
+
+def probes(state: Health, results: list[bool], start: float = 0.0) -> Health:
+    for i, ok in enumerate(results):
+        state = observe_probe(state, ok, rise=RISE, fall=FALL, now=start + i, reason="timeout")
+    return state
+
+
+def test_unknown_turns_healthy_on_first_good_probe():
+    assert probes(Health(), [True]).healthy is True
+
+
+def test_fall_bad_probes_make_unhealthy_and_rise_good_bring_back():
+    state = probes(Health(), [True, False])
+    assert state.healthy is True  # one bad probe is not enough
+    state = probes(state, [False], start=2)
+    assert state.healthy is False and state.since == 2 and state.reason == "timeout"
+    state = probes(state, [True], start=3)
+    assert state.healthy is False  # one good probe is not enough
+    state = probes(state, [True], start=4)
+    assert state.healthy is True and state.since == 4
+
+
+def test_flapping_probe_never_moves_it():
+    state = probes(Health(), [True, False, True, False, True, False, True])
+    assert state.healthy is True
+
+
+def test_death_is_immediate():
+    state = dead(probes(Health(), [True]), now=5.0, reason="exit code 1")
+    assert state.healthy is False and state.since == 5.0 and state.reason == "exit code 1"
+
+
+POLICY = RestartPolicy(backoff=1, backoff_max=8, loop_restarts=4, loop_window=60, stable_after=30)
+
+
+def test_backoff_doubles_and_caps():
+    assert [delay(POLICY, n) for n in range(6)] == [0, 1, 2, 4, 8, 8]
+
+
+def test_first_restart_immediate_then_backoff():
+    state = RestartState()
+    assert may_restart(state, 0)
+    state = record_restart(POLICY, state, now=0)
+    assert state.next_at == 1 and not may_restart(state, 0.5) and may_restart(state, 1)
+    state = record_restart(POLICY, state, now=1)
+    assert state.next_at == 3
+
+
+def test_crash_loop_after_n_restarts_in_window():
+    state = RestartState()
+    for t in (0, 1, 3, 7):
+        state = record_restart(POLICY, state, now=t)
+    assert state.crash_loop and not may_restart(state, 1000)
+
+
+def test_restarts_spread_beyond_window_are_no_loop():
+    state = RestartState()
+    for t in (0, 100, 200, 300, 400):
+        state = record_restart(POLICY, state, now=t)
+    assert not state.crash_loop
+
+
+def test_stability_resets_backoff():
+    state = record_restart(POLICY, record_restart(POLICY, RestartState(), 0), 1)
+    assert record_stable(POLICY, state, healthy_since=5, now=20) == state
+    calm = record_stable(POLICY, state, healthy_since=5, now=40)
+    assert calm.attempts == 0 and calm.next_at == 0
+
+
+def test_restart_state_round_trips():
+    state = record_restart(POLICY, RestartState(), 3)
+    assert RestartState.from_dict(state.to_dict()) == state
+
+
+HEALTHY = Health(healthy=True)
+FRONT = FrontView(kind="nginx", running=True, listening=True)
+
+
+def view(name="c-1", **kw):
+    base = dict(name=name, running=True, health=HEALTHY, restart=RestartState(), in_front=True)
+    return BackendView(**{**base, **kw})
+
+
+def kinds(actions):
+    return [(a.kind, a.name) for a in actions]
+
+
+def test_healthy_fleet_needs_nothing():
+    assert plan_tick([view("c-1"), view("c-2")], FRONT, now=100) == []
+
+
+def test_dead_backend_leaves_front_and_restarts():
+    actions = plan_tick([view(running=False)], FRONT, now=100)
+    assert kinds(actions) == [(Kind.FRONT_OUT, "c-1"), (Kind.RESTART, "c-1")]
+
+
+def test_dead_backend_out_of_front_waits_for_backoff():
+    restart = RestartState(attempts=2, next_at=105)
+    actions = plan_tick([view(running=False, in_front=False, restart=restart)], FRONT, now=100)
+    assert actions == []
+
+
+def test_hung_backend_restarted_only_after_startup_grace():
+    sick = Health(healthy=False, reason="timeout")
+    young = plan_tick([view(health=sick, started_at=95)], FRONT, now=100)
+    assert kinds(young) == [(Kind.FRONT_OUT, "c-1")]
+    old = plan_tick([view(health=sick, started_at=50)], FRONT, now=100)
+    assert kinds(old) == [(Kind.FRONT_OUT, "c-1"), (Kind.RESTART, "c-1")]
+
+
+def test_crash_loop_is_left_alone():
+    loop = RestartState(crash_loop=True)
+    actions = plan_tick([view(running=False, in_front=False, restart=loop)], FRONT, now=100)
+    assert actions == []
+
+
+def test_recovered_backend_comes_back():
+    assert kinds(plan_tick([view(in_front=False)], FRONT, now=1)) == [(Kind.FRONT_IN, "c-1")]
+
+
+def test_unknown_health_stays_where_it_is():
+    assert plan_tick([view(health=Health(), in_front=True)], FRONT, now=1) == []
+
+
+def test_held_backends_are_left_to_the_operator():
+    assert plan_tick([view(running=False, held=True)], FRONT, now=1) == []
+
+
+def test_front_down_or_deaf_is_restarted():
+    down = FrontView(kind="nginx", running=False, listening=False)
+    deaf = FrontView(kind="haproxy", running=True, listening=False)
+    assert kinds(plan_tick([], down, 1)) == [(Kind.FRONT_RESTART, None)]
+    assert plan_tick([], deaf, 1)[0].reason == "not listening"
+
+
+def test_no_front_means_no_front_actions():
+    none = FrontView(kind="none", running=False, listening=False)
+    actions = plan_tick([view(running=False)], none, now=1)
+    assert kinds(actions) == [(Kind.RESTART, "c-1")]
