@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -384,19 +385,47 @@ def _progress(as_json: bool) -> Any:
     return show
 
 
+def _converge(
+    settings: Settings,
+    path: Path,
+    runtime: Any,
+    front: Any,
+    *,
+    dry_run: bool = False,
+    daemon: bool = True,
+    as_json: bool = False,
+) -> tuple[Any, int | None]:
+    """up's work, shared with scale: converge while holding the backends from the
+    supervisor, then start it (or tell the running one to re-read conduit.toml)."""
+    from conduitctl.ops.converge import up as converge_up
+    from conduitctl.ops.holds import holding
+    from conduitctl.supervise import control
+
+    with holding(settings.state_dir, settings.backend_names()):
+        result = converge_up(settings, runtime, front, dry_run=dry_run, progress=_progress(as_json))
+    if dry_run or not daemon:
+        return result, None
+    if control.signal_daemon(settings.state_dir, signal.SIGHUP):
+        return result, control.daemon_pid(settings.state_dir)
+    pid = control.start_background(path, settings.state_dir, render_env(settings, path).log_dir)
+    _progress(as_json)(f"supervisor started (pid {pid})")
+    return result, pid
+
+
 @app.command()
 def up(
     config: ConfigOpt = None,
     dry_run: Annotated[bool, typer.Option(help="print the plan, change nothing")] = False,
+    no_daemon: Annotated[bool, typer.Option(help="do not start the supervisor")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Converge the fleet and the front to conduit.toml (idempotent)."""
-    from conduitctl.ops.converge import up as converge_up
-
-    settings, _, runtime, front = _fleet(config)
-    result = converge_up(settings, runtime, front, dry_run=dry_run, progress=_progress(as_json))
+    """Converge the fleet and the front to conduit.toml (idempotent); start the supervisor."""
+    settings, path, runtime, front = _fleet(config)
+    result, daemon_pid = _converge(
+        settings, path, runtime, front, dry_run=dry_run, daemon=not no_daemon, as_json=as_json
+    )
     if as_json:
-        emit_json({**result.to_dict(), "dry_run": dry_run})
+        emit_json({**result.to_dict(), "dry_run": dry_run, "daemon_pid": daemon_pid})
         return
     if dry_run:
         for action in result.actions:
@@ -420,8 +449,11 @@ def down(
 ) -> None:
     """Stop everything conduitctl owns; keeps the data (identity keys) unless --purge."""
     from conduitctl.ops.converge import down as converge_down
+    from conduitctl.supervise import control
 
     settings, _, runtime, front = _fleet(config)
+    if control.stop(settings.state_dir):  # first: it would restart what down stops
+        _progress(as_json)("supervisor stopped")
     result = converge_down(settings, runtime, front, purge=purge, progress=_progress(as_json))
     if as_json:
         emit_json(result.to_dict())
@@ -565,15 +597,16 @@ def scale(
     """Set cluster.containers in conduit.toml (comments kept), then converge like `up`."""
     from conduitctl.front import front_for
     from conduitctl.ops.converge import set_container_count
-    from conduitctl.ops.converge import up as converge_up
     from conduitctl.runtime import runtime_for
+    from conduitctl.supervise import control
 
     path = find_config(config)
     load_settings(path)  # the current file must be valid before it is edited
     settings = set_container_count(path, count)
     runtime = runtime_for(settings)
     front = front_for(settings, render_env(settings, path))
-    result = converge_up(settings, runtime, front, progress=_progress(as_json))
+    supervised = control.daemon_pid(settings.state_dir) is not None
+    result, _ = _converge(settings, path, runtime, front, daemon=supervised, as_json=as_json)
     if as_json:
         emit_json({"containers": count, **result.to_dict()})
     else:
@@ -588,15 +621,48 @@ def restart(
 ) -> None:
     """Stop and start one backend; its data (identity key) is kept."""
     from conduitctl.ops.converge import restart as converge_restart
+    from conduitctl.ops.holds import holding
 
     settings, _, runtime, _ = _fleet(config)
     started = time.monotonic()
-    converge_restart(settings, runtime, name, progress=_progress(as_json))
+    with holding(settings.state_dir, [name]):
+        converge_restart(settings, runtime, name, progress=_progress(as_json))
     elapsed = time.monotonic() - started
     if as_json:
         emit_json({"restarted": name, "elapsed_s": round(elapsed, 2)})
     else:
         out.print(f"restarted {name} in {elapsed:.1f}s")
+
+
+# --- the supervisor -----------------------------------------------------------------------
+
+
+@app.command()
+def daemon(config: ConfigOpt = None) -> None:
+    """Run the supervisor in the foreground (the systemd unit runs this; `up` starts it)."""
+    import logging
+
+    from conduitctl.supervise.service import run as run_daemon
+
+    settings, path = _load(config)
+    logging.basicConfig(
+        level=settings.daemon.log_level.upper(),
+        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)r",
+    )
+    run_daemon(path)
+
+
+@app.command("daemon-stop")
+def daemon_stop(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Stop the supervisor; the fleet keeps running."""
+    from conduitctl.supervise import control
+
+    settings, _ = _load(config)
+    stopped = control.stop(settings.state_dir)
+    if as_json:
+        emit_json({"stopped": stopped})
+    else:
+        out.print("daemon stopped" if stopped else "no daemon was running")
 
 
 # --- drills -------------------------------------------------------------------------------
@@ -711,13 +777,13 @@ def demo(
     from conduitctl.drills.loadtest import LoadSpec, Snapshot, run_load
     from conduitctl.observe.fleet import collect
     from conduitctl.ops.converge import down as converge_down
-    from conduitctl.ops.converge import up as converge_up
+    from conduitctl.supervise import control
 
-    settings, _, runtime, front = _fleet(config)
+    settings, path, runtime, front = _fleet(config)
     watch = sys.stdout.isatty() if keep_watching is None else keep_watching
     try:
-        result = converge_up(settings, runtime, front, progress=_progress(False))
-        out.print(f"up: {len(result.actions)} backends, front {result.front}")
+        result, pid = _converge(settings, path, runtime, front)
+        out.print(f"up: {len(result.actions)} backends, front {result.front}, supervisor pid {pid}")
         spec = LoadSpec.from_target(
             default_target(settings, udp=False), clients=clients, duration_s=duration, rate_kbps=8
         )
@@ -756,6 +822,7 @@ def demo(
     except KeyboardInterrupt:
         err.print("interrupted: stopping the demo fleet")
     finally:
+        control.stop(settings.state_dir)
         converge_down(settings, runtime, front, progress=_progress(False))
         out.print("demo stopped: nothing left running (data kept in the state dir)")
 

@@ -62,6 +62,18 @@ class Front(Protocol):
         """Render, validate, install and (re)load. Returns started|reloaded|unchanged."""
         ...
 
+    def set_down(self, down: frozenset[str]) -> str:
+        """Take these backends out of service, the others in: reloaded|runtime-api|unchanged."""
+        ...
+
+    def pid(self) -> int | None:
+        """The front's main process when it runs (cheap: a pid file and a /proc lookup)."""
+        ...
+
+    def listen_ports(self) -> set[int]:
+        """The TCP ports it should be listening on."""
+        ...
+
     def stop(self, timeout: float = 10.0) -> bool: ...
 
 
@@ -221,6 +233,13 @@ class ProcessFront:
     def _pid(self) -> int | None:
         return read_pid(self.pid_file)
 
+    def pid(self) -> int | None:
+        return self._pid()
+
+    def listen_ports(self) -> set[int]:
+        served = self.served_listeners().front.listeners
+        return {lst.port for lst in served if lst.proto is Proto.TCP}
+
     def status(self) -> FrontStatus:
         served = self.served_listeners()
         pid = self._pid()
@@ -258,6 +277,13 @@ class ProcessFront:
             os.kill(pid, self.reload_signal)  # graceful: old workers finish their sessions
             return "reloaded"
         return "unchanged"
+
+    def set_down(self, down: frozenset[str]) -> str:
+        """Take the backends in `down` out of service and put the others back.
+
+        The default re-renders with those servers `down` and reloads gracefully (nginx);
+        fronts with a runtime API override it (HAProxy)."""
+        return self.apply(down)
 
     def stop(self, timeout: float = 10.0) -> bool:
         pid = self._pid()
@@ -303,6 +329,15 @@ class NoFront:
 
     def apply(self, down: frozenset[str] = frozenset()) -> str:
         return "unchanged"
+
+    def set_down(self, down: frozenset[str]) -> str:
+        return "unchanged"
+
+    def pid(self) -> int | None:
+        return None
+
+    def listen_ports(self) -> set[int]:
+        return set()
 
     def stop(self, timeout: float = 10.0) -> bool:
         return False

@@ -6,17 +6,33 @@ stop is USR1 (soft stop) then TERM.
 
 from __future__ import annotations
 
+import logging
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
 from conduitctl.errors import ConduitctlError, MissingDependency
-from conduitctl.front.base import ProcessFront
+from conduitctl.front.base import ProcessFront, install
 from conduitctl.render import CheckResult
 from conduitctl.render import haproxy as haproxy_render
 from conduitctl.render.base import Rendered, RenderEnv
 from conduitctl.render.check_front import HAPROXY_INSTALL, check_haproxy, find_tool
 from conduitctl.settings import Proto, Settings
+
+log = logging.getLogger(__name__)
+
+
+def runtime_command(socket_path: Path, command: str, timeout: float = 2.0) -> str:
+    """One command (or several, `;`-separated) on HAProxy's admin socket; its answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(socket_path))
+        sock.sendall(command.encode() + b"\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
 
 
 class HaproxyFront(ProcessFront):
@@ -47,6 +63,26 @@ class HaproxyFront(ProcessFront):
         tcp = [lst for lst in self.settings.front.listeners if lst.proto is Proto.TCP]
         front = self.settings.front.model_copy(update={"listeners": tcp})
         return self.settings.model_copy(update={"front": front})
+
+    def set_down(self, down: frozenset[str]) -> str:
+        """Through the runtime API, no reload: `maint` for `down`, `ready` for the rest. The
+        config on disk is updated (validated, not reloaded) so a restart keeps the states."""
+        if self._pid() is None:
+            return self.apply(down)
+        install(self.render(down), self.conf, self.check, self.env)
+        backend = haproxy_render.backend_name(self.settings)
+        commands = ";".join(
+            f"set server {backend}/{name} state {'maint' if name in down else 'ready'}"
+            for name in self.settings.backend_names()
+        )
+        try:
+            answer = runtime_command(haproxy_render.stats_socket_path(self.env), commands)
+        except OSError as exc:
+            log.warning("haproxy runtime API failed (%s); reloading instead", exc)
+            return self.apply(down)
+        if answer.strip():
+            log.warning("haproxy runtime API said: %s", answer.strip()[:200])
+        return "runtime-api"
 
     def leftovers(self) -> list[Path]:
         return [self.master_socket, haproxy_render.stats_socket_path(self.env)]

@@ -126,6 +126,10 @@ class Runtime(Protocol):
         """Backends whose data (identity key) this runtime keeps, running or not."""
         ...
 
+    def usage(self, pid: int) -> tuple[float | None, int | None]:
+        """(cpu seconds, resident bytes) of a running backend, read cheaply (every tick)."""
+        ...
+
 
 def launch_specs(settings: Settings) -> list[LaunchSpec]:
     """The launch spec of each desired backend (pure)."""

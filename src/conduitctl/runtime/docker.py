@@ -304,6 +304,11 @@ class DockerRuntime:
             for line in lines:
                 yield line + "\n"
 
+    def usage(self, pid: int) -> tuple[float | None, int | None]:
+        """From the container's cgroup files: no API call, no `docker stats`."""
+        usage = usage_for_pid(pid)
+        return usage.cpu_seconds, usage.memory_bytes
+
     def wait_running(self, name: str, timeout: float = 10.0) -> BackendStatus:
         deadline = time.monotonic() + timeout
         status = self.status(name)

@@ -131,6 +131,15 @@ class ProcessRuntime:
             **common,  # type: ignore[arg-type]
         )
 
+    def usage(self, pid: int) -> tuple[float | None, int | None]:
+        try:
+            proc = psutil.Process(pid)
+            with proc.oneshot():
+                times = proc.cpu_times()
+                return times.user + times.system, proc.memory_info().rss
+        except psutil.Error:
+            return None, None
+
     def backends(self) -> list[BackendStatus]:
         return [self.status(name) for name in self._names()]
 

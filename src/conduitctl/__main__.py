@@ -1,0 +1,7 @@
+"""`python -m conduitctl` runs the CLI (the daemon is started this way in the background)."""
+
+import sys
+
+from conduitctl.cli import main
+
+sys.exit(main())

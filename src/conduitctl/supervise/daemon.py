@@ -1,0 +1,478 @@
+"""The supervisor loop: observe, plan (pure), act, record. One asyncio loop, one `now` per tick.
+
+Deaths arrive as events (pidfd, docker events) and wake the loop at once; probes run every
+`health.interval`. On start the daemon adopts what runs and never restarts a healthy backend
+because it restarted itself. Blocking work (a restart, a front reload) runs in a worker thread
+so probes keep their rhythm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from conduitctl.events import Event, EventKind
+from conduitctl.fleet import BackendSpec
+from conduitctl.front.base import Front
+from conduitctl.observe.model import (
+    BackendObservation,
+    FrontObservation,
+    HostObservation,
+    Tick,
+)
+from conduitctl.ops.holds import held
+from conduitctl.runtime.base import LaunchSpec, Runtime, State, launch_specs
+from conduitctl.settings import Settings
+from conduitctl.supervise.health import Health, dead, observe_probe
+from conduitctl.supervise.plan import Action, BackendView, FrontView, Kind, plan_tick
+from conduitctl.supervise.probes import ProbeOutcome, probe_all
+from conduitctl.supervise.restarts import (
+    RestartPolicy,
+    RestartState,
+    record_restart,
+    record_stable,
+)
+from conduitctl.supervise.watch import DockerEventWatcher, PidWatcher
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "daemon-state.json"
+PID_FILE = "daemon.pid"
+STOP_TIMEOUT_S = 3.0  # a hung backend gets this long to exit on SIGTERM before SIGKILL
+
+
+@dataclass
+class Slot:
+    """What the supervisor knows of one backend between ticks."""
+
+    spec: LaunchSpec
+    running: bool = False
+    pid: int | None = None
+    started_at: float | None = None
+    health: Health = field(default_factory=Health)
+    restart: RestartState = field(default_factory=RestartState)
+    restarts: int = 0  # restarts made by the supervisor (a counter for metrics)
+    oom_kills: int = 0
+    cpu: tuple[float, float] | None = None  # (monotonic, cpu seconds) of the last sample
+    cpu_percent: float | None = None
+    rss: int | None = None
+    values: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def backend(self) -> BackendSpec:
+        return self.spec.backend
+
+
+Sink = Callable[[Event], None]
+
+
+class Supervisor:
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: Runtime,
+        front: Front,
+        *,
+        state_dir: Path,
+        clock: Callable[[], float] = time.time,
+        sinks: list[Sink] | None = None,
+        tick_sinks: list[Callable[[Tick], None]] | None = None,
+        host_observer: Callable[[], HostObservation] | None = None,
+        listen_check: Callable[[set[int]], set[int]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.front = front
+        self.state_dir = state_dir
+        self.clock = clock
+        self.sinks = sinks or []
+        self.tick_sinks = tick_sinks or []
+        self.host_observer = host_observer
+        self.listen_check = listen_check  # ports -> those with a listening socket
+        h = settings.health
+        self.policy = RestartPolicy(
+            backoff=h.restart_backoff,
+            backoff_max=h.restart_backoff_max,
+            loop_restarts=h.crash_loop_restarts,
+            loop_window=h.crash_loop_window,
+        )
+        self.slots: dict[str, Slot] = {s.name: Slot(spec=s) for s in launch_specs(settings)}
+        self.down: set[str] = set()
+        self.front_reloads = 0
+        self.wake = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.pid_watcher: PidWatcher | None = None
+        self.docker_watcher: DockerEventWatcher | None = None
+        self.ticks = 0
+        self.last_tick: Tick | None = None
+        self._work = asyncio.Lock()
+
+    # --- events -------------------------------------------------------------------------
+
+    def emit(self, kind: EventKind, backend: str | None, message: str, **data: Any) -> None:
+        event = Event(ts=self.clock(), kind=kind, backend=backend, message=message, data=data)
+        log.info(message, extra={"event": kind.value, "backend": backend or "-"})
+        for sink in self.sinks:
+            try:
+                sink(event)
+            except Exception:  # a broken sink must never stop the supervisor
+                log.exception("event sink failed")
+
+    # --- state across the daemon's own restarts --------------------------------------------
+
+    def _state_path(self) -> Path:
+        return self.state_dir / STATE_FILE
+
+    def load_state(self) -> None:
+        try:
+            data = json.loads(self._state_path().read_text())
+        except (OSError, ValueError):
+            return
+        self.down = {n for n in data.get("down", []) if n in self.slots}
+        for name, saved in data.get("backends", {}).items():
+            slot = self.slots.get(name)
+            if slot is not None:
+                slot.restart = RestartState.from_dict(saved.get("restart", {}))
+                slot.restarts = int(saved.get("restarts", 0))
+                slot.oom_kills = int(saved.get("oom_kills", 0))
+
+    def save_state(self) -> None:
+        data = {
+            "down": sorted(self.down),
+            "backends": {
+                name: {
+                    "restart": slot.restart.to_dict(),
+                    "restarts": slot.restarts,
+                    "oom_kills": slot.oom_kills,
+                }
+                for name, slot in self.slots.items()
+            },
+        }
+        path = self._state_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+
+    # --- observe ------------------------------------------------------------------------
+
+    def adopt(self) -> None:
+        """Take over whatever runs: running backends keep running, untouched."""
+        statuses = {s.name: s for s in self.runtime.backends()}
+        for name, slot in self.slots.items():
+            status = statuses.get(name)
+            slot.running = status is not None and status.state == State.RUNNING
+            slot.pid = status.pid if status and slot.running else None
+            slot.started_at = status.started_at if status else None
+            if slot.running and slot.pid:
+                self._watch(slot)
+        running = sum(s.running for s in self.slots.values())
+        self.emit(
+            EventKind.DAEMON_START,
+            None,
+            f"supervisor started: adopted {running} running of {len(self.slots)} backends",
+            running=running,
+        )
+
+    def _watch(self, slot: Slot) -> None:
+        if self.pid_watcher is not None and slot.pid:
+            self.pid_watcher.watch(slot.name, slot.pid)
+
+    def on_process_exit(self, name: str, detail: dict[str, Any]) -> None:
+        slot = self.slots.get(name)
+        if slot is None or not slot.running:
+            return
+        self._mark_dead(slot, detail)
+
+    def on_docker_event(self, name: str, action: str, attrs: dict[str, Any]) -> None:
+        slot = self.slots.get(name)
+        if slot is None:
+            return
+        if action == "oom":
+            slot.oom_kills += 1
+            self.emit(EventKind.OOM, name, f"{name} was killed by the OOM killer")
+        elif action == "die" and slot.running:
+            self._mark_dead(slot, {"exit_code": attrs.get("exitCode")})
+
+    def _mark_dead(self, slot: Slot, detail: dict[str, Any]) -> None:
+        now = self.clock()
+        slot.running = False
+        slot.pid = None
+        code = detail.get("exit_code")
+        status = None
+        if code is None:
+            with contextlib.suppress(Exception):
+                status = self.runtime.status(slot.name)  # type: ignore[attr-defined]
+                code = status.exit_code
+        oom = bool(status and status.oom_killed)
+        reason = "OOM-killed" if oom else f"exit code {code}" if code is not None else "exited"
+        slot.health = dead(slot.health, now, reason)
+        self.emit(EventKind.DEATH, slot.name, f"{slot.name} died ({reason})", exit_code=code)
+        self.wake.set()  # act now, not at the next probe
+
+    async def probe(self) -> dict[str, ProbeOutcome]:
+        targets = [s.backend for s in self.slots.values() if s.running]
+        if not targets:
+            return {}
+        return await probe_all(
+            self.settings.workload.profile, targets, self.settings.health.timeout
+        )
+
+    def refresh_liveness(self) -> None:
+        """Between events, a cheap check that each 'running' backend is still there."""
+        for slot in self.slots.values():
+            if slot.running and slot.pid:
+                cpu, rss = self.runtime.usage(slot.pid)
+                if cpu is None and rss is None:
+                    self._mark_dead(slot, {})
+                    continue
+                mono = time.monotonic()
+                if slot.cpu is not None and cpu is not None and mono > slot.cpu[0]:
+                    slot.cpu_percent = max(cpu - slot.cpu[1], 0) / (mono - slot.cpu[0]) * 100
+                slot.cpu = (mono, cpu) if cpu is not None else slot.cpu
+                slot.rss = rss
+
+    def front_view(self) -> FrontView:
+        """Alive by its pid every tick; listening by its listen sockets in the kernel's table
+        (never by connecting: that would be a client session and an access-log line)."""
+        kind = self.settings.front.kind
+        if kind == "none":
+            return FrontView(kind="none", running=False, listening=False)
+        running = self.front.pid() is not None
+        listening = running
+        if running and self.listen_check is not None:
+            ports = self.front.listen_ports()
+            listening = ports <= self.listen_check(ports)
+        return FrontView(kind=kind, running=running, listening=listening)
+
+    # --- act ----------------------------------------------------------------------------
+
+    async def execute(self, actions: list[Action]) -> None:
+        now = self.clock()
+        front_changes = [a for a in actions if a.kind in (Kind.FRONT_OUT, Kind.FRONT_IN)]
+        for action in front_changes:
+            assert action.name is not None
+            if action.kind == Kind.FRONT_OUT:
+                self.down.add(action.name)
+            else:
+                self.down.discard(action.name)
+        if front_changes:
+            how = await asyncio.to_thread(self.front.set_down, frozenset(self.down))
+            self.front_reloads += how == "reloaded"
+            for action in front_changes:
+                kind = EventKind.FRONT_OUT if action.kind == Kind.FRONT_OUT else EventKind.FRONT_IN
+                where = "out of" if action.kind == Kind.FRONT_OUT else "back into"
+                self.emit(kind, action.name, f"{action.name} {where} the front ({action.reason})",
+                          via=how)  # fmt: skip
+        for action in actions:
+            if action.kind == Kind.RESTART and action.name is not None:
+                await self.restart(self.slots[action.name], action.reason, now)
+            elif action.kind == Kind.FRONT_RESTART:
+                await self.restart_front(action.reason)
+        if actions:
+            self.save_state()
+
+    async def restart(self, slot: Slot, reason: str, now: float) -> None:
+        attempt = slot.restart.attempts + 1
+        message = f"restarting {slot.name} ({reason}), attempt {attempt}"
+        self.emit(EventKind.RESTART, slot.name, message, attempt=attempt)
+        if self.pid_watcher is not None:
+            self.pid_watcher.forget(slot.name)
+        try:
+            status = await asyncio.to_thread(self._restart_blocking, slot.spec)
+        except Exception as exc:
+            log.warning("restart of %s failed: %s", slot.name, exc, extra={"backend": slot.name})
+            status = None
+        slot.restart = record_restart(self.policy, slot.restart, now)
+        slot.restarts += 1
+        slot.health = Health(healthy=False, since=now, reason="restarted")
+        if status is not None and status.state == State.RUNNING:
+            slot.running, slot.pid, slot.started_at = True, status.pid, self.clock()
+            slot.cpu = None
+            self._watch(slot)
+        if slot.restart.crash_loop:
+            self.emit(
+                EventKind.CRASH_LOOP,
+                slot.name,
+                f"{slot.name} is crash-looping: {len(slot.restart.recent)} restarts in "
+                f"{self.policy.loop_window:g}s; restarts stopped",
+                restarts=len(slot.restart.recent),
+                window_s=self.policy.loop_window,
+            )
+
+    def _restart_blocking(self, spec: LaunchSpec) -> Any:
+        self.runtime.stop(spec.name, timeout=STOP_TIMEOUT_S)
+        return self.runtime.start(spec)
+
+    async def restart_front(self, reason: str) -> None:
+        self.emit(EventKind.FRONT_DOWN, None, f"front {self.settings.front.kind} {reason}")
+
+        def blocking() -> str:
+            self.front.stop(timeout=2)
+            return self.front.apply(frozenset(self.down))
+
+        try:
+            result = await asyncio.to_thread(blocking)
+            self.emit(EventKind.FRONT_RESTART, None, f"front restarted ({result})")
+        except Exception as exc:
+            log.error("front restart failed: %s", exc)
+
+    # --- the loop -----------------------------------------------------------------------
+
+    async def tick(self) -> Tick:
+        async with self._work:
+            now = self.clock()
+            outcomes = await self.probe()
+            h = self.settings.health
+            for name, outcome in outcomes.items():
+                slot = self.slots[name]
+                if not slot.running:
+                    continue  # died while the probe ran
+                before = slot.health.healthy
+                slot.health = observe_probe(slot.health, outcome.ok, rise=h.rise, fall=h.fall,
+                                            now=now, reason=outcome.reason)  # fmt: skip
+                slot.values = outcome.values or slot.values
+                if before is not None and slot.health.healthy != before:
+                    state = "healthy" if slot.health.healthy else f"unhealthy ({outcome.reason})"
+                    self.emit(EventKind.HEALTH, name, f"{name} is {state}",
+                              healthy=slot.health.healthy, reason=outcome.reason)  # fmt: skip
+                if slot.health.healthy:
+                    slot.restart = record_stable(self.policy, slot.restart, slot.health.since, now)
+            self.refresh_liveness()
+            holds = held(self.state_dir, now)
+            views = [
+                BackendView(
+                    name=slot.name,
+                    running=slot.running,
+                    health=slot.health,
+                    restart=slot.restart,
+                    in_front=slot.name not in self.down,
+                    started_at=slot.started_at,
+                    held=slot.name in holds,
+                )
+                for slot in self.slots.values()
+            ]
+            front = self.front_view()
+            actions = plan_tick(views, front, now)
+            if actions:
+                await self.execute(actions)
+            tick = self.observation(now, front)
+            self.ticks += 1
+            self.last_tick = tick
+            for sink in self.tick_sinks:
+                try:
+                    sink(tick)
+                except Exception:
+                    log.exception("tick sink failed")
+            return tick
+
+    def observation(self, now: float, front: FrontView) -> Tick:
+        backends = tuple(
+            BackendObservation(
+                name=slot.name,
+                index=slot.backend.index,
+                running=slot.running,
+                healthy=slot.health.healthy,
+                in_front=slot.name not in self.down,
+                restarts=slot.restarts,
+                oom_kills=slot.oom_kills,
+                connected=_int(slot.values.get("conduit_connected_clients")),
+                connecting=_int(slot.values.get("conduit_connecting_clients")),
+                bytes_uploaded=slot.values.get("conduit_bytes_uploaded"),
+                bytes_downloaded=slot.values.get("conduit_bytes_downloaded"),
+                cpu_percent=slot.cpu_percent,
+                rss_bytes=slot.rss,
+                memory_limit_bytes=slot.backend.memory_bytes,
+                max_clients=slot.backend.max_clients,
+                crash_looping=slot.restart.crash_loop,
+            )
+            for slot in self.slots.values()
+        )
+        host = self.host_observer() if self.host_observer else HostObservation(0, 0, 0.0)
+        return Tick(
+            ts=now,
+            backends=backends,
+            host=host,
+            front=FrontObservation(
+                kind=front.kind,
+                running=front.running,
+                listening=front.listening,
+                reloads=self.front_reloads,
+            ),
+        )
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.load_state()
+        if self.settings.cluster.runtime == "process":
+            self.pid_watcher = PidWatcher(loop, self.on_process_exit)
+        self.adopt()
+        if self.settings.cluster.runtime == "docker":
+            client = getattr(self.runtime, "client", None)
+            if client is not None:
+                self.docker_watcher = DockerEventWatcher(
+                    loop, client, self.settings.cluster.name, self.on_docker_event
+                )
+                self.docker_watcher.start()
+        interval = self.settings.health.interval
+        try:
+            while not self.stopping.is_set():
+                started = loop.time()
+                try:
+                    await self.tick()
+                except Exception:
+                    log.exception("tick failed")  # one bad tick never stops the loop
+                self.wake.clear()
+                remaining = interval - (loop.time() - started)
+                waiters = [asyncio.ensure_future(self.wake.wait()),
+                           asyncio.ensure_future(self.stopping.wait())]  # fmt: skip
+                await asyncio.wait(waiters, timeout=max(remaining, 0),
+                                   return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                for waiter in waiters:
+                    waiter.cancel()
+        finally:
+            if self.pid_watcher:
+                self.pid_watcher.close()
+            if self.docker_watcher:
+                self.docker_watcher.close()
+            self.save_state()
+            self.emit(EventKind.DAEMON_STOP, None, "supervisor stopped; the fleet keeps running")
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+
+
+def _int(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def install_signal_handlers(supervisor: Supervisor, on_reload: Callable[[], None]) -> None:
+    """Handlers only enqueue; the loop does the work."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, supervisor.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
+
+
+def replace_settings(supervisor: Supervisor, settings: Settings) -> None:
+    """A new conduit.toml (SIGHUP after `up`): new specs; slots of kept backends carry over."""
+    old = supervisor.slots
+    supervisor.settings = settings
+    supervisor.slots = {}
+    for spec in launch_specs(settings):
+        slot = old.get(spec.name)
+        supervisor.slots[spec.name] = replace(slot, spec=spec) if slot else Slot(spec=spec)
+    supervisor.down &= set(supervisor.slots)
