@@ -382,8 +382,7 @@ class _Table:
         columns = ["res", "ts", *key, "n", *self.value_columns]
         slots = ["0", "?", *["?"] * len(key), "1", *["?"] * len(self.value_columns)]
         return (
-            f"INSERT OR REPLACE INTO {self.name} ({', '.join(columns)}) "
-            f"VALUES ({', '.join(slots)})"
+            f"INSERT OR REPLACE INTO {self.name} ({', '.join(columns)}) VALUES ({', '.join(slots)})"
         )
 
     @cached_property
@@ -586,7 +585,8 @@ class Store:
         with self._lock, self._guard("maintain"), self._transaction():
             minute_rows = self._roll(0, MINUTE, _MINUTE_MARK, bucket_start(now, MINUTE))
             minutes_done = self._mark(_MINUTE_MARK)
-            hour_end = bucket_start(min(now, minutes_done if minutes_done is not None else now), HOUR)
+            hours_end = min(now, minutes_done) if minutes_done is not None else now
+            hour_end = bucket_start(hours_end, HOUR)
             hour_rows = self._roll(60, HOUR, _HOUR_MARK, hour_end)
             # Never delete what has not been rolled up yet.
             raw_cut = _at_most(now - self.raw_retention, minutes_done)
@@ -651,8 +651,7 @@ class Store:
                 sql = table.select_history(table_clauses)
                 for row in self._conn.execute(sql, table_params):
                     points.append(_point(table, resolution, row))
-        if len(tables) > 1:
-            points.sort(key=lambda p: (p.ts, _SERIES_ORDER[p.kind], p.series))
+        points.sort(key=lambda p: (p.ts, _SERIES_ORDER[p.kind], p.series))  # near-sorted: cheap
         return points
 
     def summary(self, now: float, backends: Iterable[str] = ()) -> dict[str, BackendSummary]:
@@ -760,7 +759,7 @@ class Store:
             raise self._error(doing, exc) from exc
 
     def _error(self, doing: str, exc: sqlite3.Error) -> StoreError:
-        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary code
+        code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF  # the primary code
         if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
             return StoreError(
                 f"{self.path} is not a usable conduitctl history database ({exc}); move it "
@@ -787,8 +786,9 @@ class Store:
         start = self._mark(mark)
         if start is None or start > end:  # first run, or the clock went back: from the oldest
             firsts = [
-                self._conn.execute(f"SELECT min(ts) FROM {t.name} WHERE res = ?", (source,))
-                .fetchone()[0]
+                self._conn.execute(
+                    f"SELECT min(ts) FROM {t.name} WHERE res = ?", (source,)
+                ).fetchone()[0]
                 for t in _TABLES
             ]
             known = [ts for ts in firsts if ts is not None]
@@ -805,13 +805,15 @@ class Store:
                 buckets = rollup_series(map(table.bucket, rows), table.metrics, width)
                 key = (series,) if table.keyed else ()
                 for b in buckets:
-                    maxima = [m for m, metric in zip(b.maxima, table.metrics) if not metric.counter]
+                    maxima = [
+                        m
+                        for m, metric in zip(b.maxima, table.metrics, strict=True)
+                        if not metric.counter
+                    ]
                     out.append((int(width), b.ts, *key, b.n, *b.values, *maxima))
             self._conn.executemany(table.insert_aggregate, out)
             written += len(out)
-        self._conn.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (mark, end)
-        )
+        self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (mark, end))
         return written
 
     def _delete(self, res: int, cut: float) -> int:
@@ -834,7 +836,7 @@ def _point(table: _Table, resolution: Resolution, row: Sequence[Any]) -> History
     values = row[3 : 3 + k]
     peaks = row[3 + k :]
     maxima: dict[str, Value] = {}
-    for metric, value, peak in zip(table.metrics, values, peaks):
+    for metric, value, peak in zip(table.metrics, values, peaks, strict=True):
         if not metric.counter:
             maxima[metric.name] = value if peak is None else peak
     return HistoryPoint(
@@ -843,6 +845,6 @@ def _point(table: _Table, resolution: Resolution, row: Sequence[Any]) -> History
         kind=table.kind,
         resolution=resolution,
         samples=row[2],
-        values=dict(zip(table.value_columns, values)),
+        values=dict(zip(table.value_columns, values, strict=True)),
         maxima=maxima,
     )
