@@ -401,7 +401,10 @@ def _converge(
     from conduitctl.ops.holds import holding
     from conduitctl.supervise import control
 
-    with holding(settings.state_dir, settings.backend_names()):
+    # Held: the backends to keep and the ones being removed, so the supervisor does not
+    # restart what scale-down stops.
+    names = set(settings.backend_names()) | {s.name for s in runtime.backends()}
+    with holding(settings.state_dir, names):
         result = converge_up(settings, runtime, front, dry_run=dry_run, progress=_progress(as_json))
     if dry_run or not daemon:
         return result, None

@@ -117,6 +117,7 @@ class Supervisor:
         self.pid_watcher: PidWatcher | None = None
         self.docker_watcher: DockerEventWatcher | None = None
         self.ticks = 0
+        self.holds: set[str] = set()
         self.last_tick: Tick | None = None
         self._work = asyncio.Lock()
 
@@ -169,16 +170,24 @@ class Supervisor:
 
     # --- observe ------------------------------------------------------------------------
 
-    def adopt(self) -> None:
+    def adopt(self, names: set[str] | None = None) -> None:
         """Take over whatever runs: running backends keep running, untouched."""
         statuses = {s.name: s for s in self.runtime.backends()}
         for name, slot in self.slots.items():
+            if names is not None and name not in names:
+                continue
             status = statuses.get(name)
+            previous_pid = slot.pid if slot.running else None
             slot.running = status is not None and status.state == State.RUNNING
             slot.pid = status.pid if status and slot.running else None
+            if slot.running and slot.pid != previous_pid:
+                slot.health = Health()  # a new process: judged by its own probes
+                slot.cpu = None
             slot.started_at = status.started_at if status else None
             if slot.running and slot.pid:
                 self._watch(slot)
+        if names is not None:
+            return
         running = sum(s.running for s in self.slots.values())
         self.emit(
             EventKind.DAEMON_START,
@@ -206,6 +215,8 @@ class Supervisor:
             self.emit(EventKind.OOM, name, f"{name} was killed by the OOM killer")
         elif action == "die" and slot.running:
             self._mark_dead(slot, {"exit_code": attrs.get("exitCode")})
+        elif action == "start" and not slot.running:
+            self.adopt({name})  # started by someone else (up, docker's restart policy)
 
     def _mark_dead(self, slot: Slot, detail: dict[str, Any]) -> None:
         now = self.clock()
@@ -353,6 +364,10 @@ class Supervisor:
                     slot.restart = record_stable(self.policy, slot.restart, slot.health.since, now)
             self.refresh_liveness()
             holds = held(self.state_dir, now)
+            released = self.holds - holds
+            self.holds = holds
+            if released:  # an operator command finished with them: re-read their state
+                self.adopt(released & set(self.slots))
             views = [
                 BackendView(
                     name=slot.name,
@@ -454,6 +469,24 @@ class Supervisor:
     def request_stop(self) -> None:
         self.stopping.set()
 
+    def reconfigure(self, settings: Settings, front: Front) -> None:
+        """New settings (SIGHUP after up or scale): kept backends keep their slot (health,
+        restart history); new ones are adopted as they run; removed ones are forgotten."""
+        old = self.slots
+        self.settings = settings
+        self.front = front
+        self.slots = {
+            spec.name: replace(old[spec.name], spec=spec) if spec.name in old else Slot(spec=spec)
+            for spec in launch_specs(settings)
+        }
+        for name in set(old) - set(self.slots):
+            if self.pid_watcher is not None:
+                self.pid_watcher.forget(name)
+        self.down &= set(self.slots)
+        self.adopt(set(self.slots))  # level-triggered: re-read what really runs
+        self.save_state()
+        self.wake.set()
+
 
 def _int(value: float | None) -> int | None:
     return None if value is None else int(value)
@@ -465,14 +498,3 @@ def install_signal_handlers(supervisor: Supervisor, on_reload: Callable[[], None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, supervisor.request_stop)
     loop.add_signal_handler(signal.SIGHUP, on_reload)
-
-
-def replace_settings(supervisor: Supervisor, settings: Settings) -> None:
-    """A new conduit.toml (SIGHUP after `up`): new specs; slots of kept backends carry over."""
-    old = supervisor.slots
-    supervisor.settings = settings
-    supervisor.slots = {}
-    for spec in launch_specs(settings):
-        slot = old.get(spec.name)
-        supervisor.slots[spec.name] = replace(slot, spec=spec) if slot else Slot(spec=spec)
-    supervisor.down &= set(supervisor.slots)

@@ -12,7 +12,7 @@ from conduitctl.hostinfo import render_env
 from conduitctl.runtime import runtime_for
 from conduitctl.settings import load_settings
 from conduitctl.supervise import control
-from conduitctl.supervise.daemon import Supervisor, install_signal_handlers, replace_settings
+from conduitctl.supervise.daemon import Supervisor, install_signal_handlers
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +33,7 @@ async def _serve(config_path: Path) -> None:
         except Exception as exc:  # a bad edit must not take the supervisor down
             log.error("reload refused, keeping the running settings: %s", exc)
             return
-        replace_settings(supervisor, fresh)
-        supervisor.front = front_for(fresh, render_env(fresh, config_path))
-        supervisor.wake.set()
+        supervisor.reconfigure(fresh, front_for(fresh, render_env(fresh, config_path)))
         log.info("settings reloaded from %s", config_path)
 
     install_signal_handlers(supervisor, reload)
