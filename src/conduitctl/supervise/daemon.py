@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -91,7 +91,7 @@ class Supervisor:
         sinks: list[Sink] | None = None,
         tick_sinks: list[Callable[[Tick], None]] | None = None,
         host_observer: Callable[[], HostObservation] | None = None,
-        listen_check: Callable[[set[int]], set[int]] | None = None,
+        queue_reader: Callable[[set[int]], Mapping[int, Any]] | None = None,
     ) -> None:
         self.settings = settings
         self.runtime = runtime
@@ -101,7 +101,9 @@ class Supervisor:
         self.sinks = sinks or []
         self.tick_sinks = tick_sinks or []
         self.host_observer = host_observer
-        self.listen_check = listen_check  # ports -> those with a listening socket
+        # ports -> {port: (queued, backlog)} for those with a listening socket (netlink)
+        self.queue_reader = queue_reader
+        self.front_queues: Mapping[int, Any] = {}
         h = settings.health
         self.policy = RestartPolicy(
             backoff=h.restart_backoff,
@@ -264,9 +266,11 @@ class Supervisor:
             return FrontView(kind="none", running=False, listening=False)
         running = self.front.pid() is not None
         listening = running
-        if running and self.listen_check is not None:
+        self.front_queues = {}
+        if running and self.queue_reader is not None:
             ports = self.front.listen_ports()
-            listening = ports <= self.listen_check(ports)
+            self.front_queues = self.queue_reader(ports)
+            listening = ports <= set(self.front_queues)
         return FrontView(kind=kind, running=running, listening=listening)
 
     # --- act ----------------------------------------------------------------------------
@@ -426,8 +430,24 @@ class Supervisor:
                 running=front.running,
                 listening=front.listening,
                 reloads=self.front_reloads,
+                accept_queue={
+                    label: int(self.front_queues[port][0])
+                    for label, port in self.listener_ports().items()
+                    if port in self.front_queues
+                },
+                accept_backlog={
+                    label: int(self.front_queues[port][1])
+                    for label, port in self.listener_ports().items()
+                    if port in self.front_queues and self.front_queues[port][1] is not None
+                },
             ),
         )
+
+    def listener_ports(self) -> dict[str, int]:
+        """TCP listener label ("tcp:443") -> port, as the metrics and alerts name them."""
+        return {
+            str(lst): lst.port for lst in self.settings.front.listeners if lst.proto.value == "tcp"
+        }
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

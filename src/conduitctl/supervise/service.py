@@ -1,30 +1,162 @@
 """`conduitctl daemon`: wire the supervisor to its edges (runtime, front, history, alerts,
-exporter, logs) and run it until SIGTERM. SIGHUP re-reads conduit.toml."""
+exporter, host observers) and run it until SIGTERM. SIGHUP re-reads conduit.toml."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import socket
+import time
 from pathlib import Path
 
+from conduitctl import alerts
+from conduitctl.events import Event, EventKind
 from conduitctl.front import front_for
 from conduitctl.hostinfo import render_env
+from conduitctl.metrics import Exporter, MetricsServer
+from conduitctl.notify import Dispatcher, notifiers_from_urls
+from conduitctl.observe.host import HostObserver
+from conduitctl.observe.model import Tick
 from conduitctl.runtime import runtime_for
-from conduitctl.settings import load_settings
+from conduitctl.settings import Settings, load_settings
+from conduitctl.store import Store
 from conduitctl.supervise import control
 from conduitctl.supervise.daemon import Supervisor, install_signal_handlers
 
 log = logging.getLogger(__name__)
 
+HISTORY_FILE = "history.db"
+ALERTS_FILE = "alerts.json"
+MAINTAIN_EVERY_S = 60.0
+
+
+def alerts_path(state_dir: Path) -> Path:
+    return state_dir / ALERTS_FILE
+
+
+def history_path(state_dir: Path) -> Path:
+    return state_dir / HISTORY_FILE
+
+
+def load_alert_state(state_dir: Path) -> alerts.AlertState:
+    try:
+        return alerts.AlertState.from_dict(json.loads(alerts_path(state_dir).read_text()))
+    except (OSError, ValueError):
+        return alerts.AlertState()
+
+
+class Outputs:
+    """Where each tick and event goes: history, alerts and notifications, the exporter."""
+
+    def __init__(self, settings: Settings, state_dir: Path, loop: asyncio.AbstractEventLoop):
+        self.settings = settings
+        self.state_dir = state_dir
+        self.loop = loop
+        self.store = Store(history_path(state_dir))
+        self.alert_state = load_alert_state(state_dir)
+        self.origin = f"{settings.cluster.name}@{socket.gethostname()}"
+        self.dispatcher = Dispatcher(
+            notifiers_from_urls(settings.alerts.notifiers), on_result=self._on_result
+        )
+        self.exporter = self.make_exporter(settings)
+        self.server: MetricsServer | None = None
+        self.last_maintain = 0.0
+
+    @staticmethod
+    def make_exporter(settings: Settings) -> Exporter:
+        listeners = [str(x) for x in settings.front.listeners if x.proto.value == "tcp"]
+        return Exporter(
+            settings.backend_names(), [r.value for r in alerts.RuleName], listeners=listeners
+        )
+
+    def reconfigure(self, settings: Settings) -> None:
+        """New settings: the exporter's label values follow the new backends and listeners."""
+        changed = (settings.backend_names(), settings.front.listeners) != (
+            self.settings.backend_names(),
+            self.settings.front.listeners,
+        )
+        moved = settings.daemon.metrics_port != self.settings.daemon.metrics_port
+        self.settings = settings
+        if changed or moved:
+            if self.server is not None:
+                self.server.close()
+            self.exporter = self.make_exporter(settings)
+            self.serve()
+
+    def serve(self) -> None:
+        try:
+            self.server = self.exporter.serve("127.0.0.1", port=self.settings.daemon.metrics_port)
+        except Exception as exc:  # metrics are worth a warning, not the supervisor
+            log.warning("metrics exporter not started: %s", exc)
+
+    def on_event(self, event: Event) -> None:
+        self.store.record(event)
+
+    def on_tick(self, tick: Tick) -> None:
+        self.store.record_tick(tick)
+        state, transitions = alerts.step(self.alert_state, tick, self.settings)
+        for transition in transitions:
+            self.store.record(transition.event())
+        for notification in alerts.plan_notifications(
+            state, tick.ts, self.settings.alerts.repeat_interval, origin=self.origin
+        ):
+            self.dispatcher.submit(notification)
+            state = alerts.mark_sent(state, notification, tick.ts)
+        if state != self.alert_state or transitions:
+            self._save_alerts(state)
+        self.alert_state = state
+        firing: dict[str, int] = {}
+        for active in alerts.active_alerts(state):
+            if active.state == "firing":
+                firing[active.rule] = firing.get(active.rule, 0) + 1
+        self.exporter.update(tick, firing)
+        if tick.ts - self.last_maintain >= MAINTAIN_EVERY_S:
+            self.store.maintain(tick.ts)
+            self.last_maintain = tick.ts
+
+    def _save_alerts(self, state: alerts.AlertState) -> None:
+        path = alerts_path(self.state_dir)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(state.to_dict()))
+        os.replace(tmp, path)
+
+    def _on_result(self, notification: object, result: object, attempts: int) -> None:
+        """From a dispatcher thread: a failed notification becomes an event, on the loop."""
+        if getattr(result, "ok", True):
+            return
+        event = Event(
+            ts=time.time(),
+            kind=EventKind.NOTIFY_FAILED,
+            message=f"notification failed after {attempts} attempts: "
+            f"{getattr(result, 'error', '')}",
+            data={"target": getattr(result, "target", ""), "attempts": attempts},
+        )
+        self.loop.call_soon_threadsafe(self.store.record, event)
+
+    def close(self) -> None:
+        self.dispatcher.close(timeout=5)
+        if self.server is not None:
+            self.server.close()
+        self.store.close()
+
 
 async def _serve(config_path: Path) -> None:
     settings = load_settings(config_path)
     env = render_env(settings, config_path)
+    loop = asyncio.get_running_loop()
+    outputs = Outputs(settings, settings.state_dir, loop)
+    host = HostObserver(settings.host.nic, settings.host.nic_mbps)
     supervisor = Supervisor(
         settings,
         runtime_for(settings),
         front_for(settings, env),
         state_dir=settings.state_dir,
+        sinks=[outputs.on_event],
+        tick_sinks=[outputs.on_tick],
+        host_observer=host.observe,
+        queue_reader=host.accept_queues,
     )
 
     def reload() -> None:
@@ -34,10 +166,15 @@ async def _serve(config_path: Path) -> None:
             log.error("reload refused, keeping the running settings: %s", exc)
             return
         supervisor.reconfigure(fresh, front_for(fresh, render_env(fresh, config_path)))
+        outputs.reconfigure(fresh)
         log.info("settings reloaded from %s", config_path)
 
     install_signal_handlers(supervisor, reload)
-    await supervisor.run()
+    outputs.serve()
+    try:
+        await supervisor.run()
+    finally:
+        outputs.close()
 
 
 def run(config_path: Path) -> None:
