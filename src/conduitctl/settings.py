@@ -121,6 +121,7 @@ class Workload(_Model):
     bind_host: str = "127.0.0.1"  # backends' ports and metrics stay on loopback
     command: list[str] | None = None  # generic profile: replaces the image's default arguments
     pull: bool = False  # pull a missing image from its registry (never by default: local images)
+    extra_args: list[str] = Field(default_factory=list)  # appended to the profile's arguments
     overrides: dict[int, BackendOverride] = Field(default_factory=dict)
 
     @property

@@ -37,6 +37,7 @@ class LaunchSpec:
     dialect: str
     command: tuple[str, ...] | None  # workload.command: replaces the profile's arguments
     hardening: Container
+    extra_args: tuple[str, ...] = ()  # workload.extra_args: appended to them
 
     @property
     def name(self) -> str:
@@ -45,8 +46,11 @@ class LaunchSpec:
     def argv(self, data_dir: str) -> list[str]:
         """The workload's arguments (without the program) for a data dir on this runtime."""
         if self.command is not None:
-            return list(self.command)
+            return list(self.command) + list(self.extra_args)
         b = self.backend
+        return [*self._profile_argv(b, data_dir), *self.extra_args]
+
+    def _profile_argv(self, b: BackendSpec, data_dir: str) -> list[str]:
         return PROFILES[self.profile].command(
             LaunchArgs(
                 max_clients=b.max_clients,
@@ -142,6 +146,7 @@ def launch_specs(settings: Settings) -> list[LaunchSpec]:
             image=w.effective_image,
             dialect=w.flag_dialect,
             command=tuple(w.command) if w.command else None,
+            extra_args=tuple(w.extra_args),
             hardening=settings.container,
         )
         for backend in desired_backends(settings)
