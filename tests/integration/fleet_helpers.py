@@ -23,12 +23,15 @@ def write_config(
     udp: bool = False,
     max_clients: int = 1000,
     image: str | None = None,
+    memory: str = "512m",
+    extra_args: list[str] | None = None,
     extra: str = "",
 ) -> Path:
     """A sim fleet whose ports all sit in [base, base + 2 * 64 + 4)."""
     listeners = [f'"tcp:127.0.0.1:{base}"']
     if udp:
         listeners.append(f'"udp:127.0.0.1:{base}"')
+    directory.mkdir(parents=True, exist_ok=True)
     config = directory / "conduit.toml"
     config.write_text(
         f"""
@@ -41,6 +44,7 @@ state_dir = "{directory / "state"}"
 [workload]
 profile = "sim"
 {f'image = "{image}"' if image else ""}
+extra_args = {json.dumps(extra_args or [])}
 max_clients = {max_clients}
 bandwidth_mbps = -1
 listen_port_base = {base + 4}
@@ -48,6 +52,7 @@ metrics_port_base = {base + 4 + 64}
 
 [container]
 nofile = 16384
+memory = "{memory}"
 
 [front]
 kind = "{front}"

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     state = read_state(directory)
     write_json(
         directory / STATE_FILE,
-        {**state, "pid": child.pid, "started_at": time.time(), "exit_code": None},
+        {**state, "pid": child.pid, "started_at": time.time()},  # keeps the last exit
     )
     (directory / PID_FILE).write_text(f"{child.pid}\n")
     assert child.stdout is not None

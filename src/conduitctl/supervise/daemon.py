@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "daemon-state.json"
 PID_FILE = "daemon.pid"
+DEATH_DETAIL_DELAY_S = 0.3  # the shim / dockerd record the exit code within this
 STOP_TIMEOUT_S = 3.0  # a hung backend gets this long to exit on SIGTERM before SIGKILL
 
 
@@ -125,8 +126,16 @@ class Supervisor:
 
     # --- events -------------------------------------------------------------------------
 
-    def emit(self, kind: EventKind, backend: str | None, message: str, **data: Any) -> None:
-        event = Event(ts=self.clock(), kind=kind, backend=backend, message=message, data=data)
+    def emit(
+        self,
+        kind: EventKind,
+        backend: str | None,
+        message: str,
+        ts: float | None = None,
+        **data: Any,
+    ) -> None:
+        ts = self.clock() if ts is None else ts
+        event = Event(ts=ts, kind=kind, backend=backend, message=message, data=data)
         log.info(message, extra={"event": kind.value, "backend": backend or "-"})
         for sink in self.sinks:
             try:
@@ -221,20 +230,33 @@ class Supervisor:
             self.adopt({name})  # started by someone else (up, docker's restart policy)
 
     def _mark_dead(self, slot: Slot, detail: dict[str, Any]) -> None:
+        """Out of service at once; the death is recorded a moment later, once the runtime has
+        written down how it ended (exit code, OOM), stamped with the time it was seen."""
         now = self.clock()
         slot.running = False
         slot.pid = None
+        slot.health = dead(slot.health, now, "died")
+        self.wake.set()  # act now, not at the next probe
+        with contextlib.suppress(RuntimeError):  # no loop: record it right away
+            asyncio.get_running_loop().call_later(
+                DEATH_DETAIL_DELAY_S, self._record_death, slot.name, now, detail
+            )
+            return
+        self._record_death(slot.name, now, detail)
+
+    def _record_death(self, name: str, seen: float, detail: dict[str, Any]) -> None:
         code = detail.get("exit_code")
         status = None
-        if code is None:
-            with contextlib.suppress(Exception):
-                status = self.runtime.status(slot.name)  # type: ignore[attr-defined]
-                code = status.exit_code
+        with contextlib.suppress(Exception):
+            status = self.runtime.status(name)  # type: ignore[attr-defined]
+            code = status.exit_code if code is None else code
         oom = bool(status and status.oom_killed)
         reason = "OOM-killed" if oom else f"exit code {code}" if code is not None else "exited"
-        slot.health = dead(slot.health, now, reason)
-        self.emit(EventKind.DEATH, slot.name, f"{slot.name} died ({reason})", exit_code=code)
-        self.wake.set()  # act now, not at the next probe
+        slot = self.slots.get(name)
+        if slot is not None and slot.health.healthy is False:
+            slot.health = replace(slot.health, reason=reason)
+        self.emit(EventKind.DEATH, name, f"{name} died ({reason})", ts=seen, exit_code=code,
+                  oom=oom)  # fmt: skip
 
     async def probe(self) -> dict[str, ProbeOutcome]:
         targets = [s.backend for s in self.slots.values() if s.running]

@@ -1,0 +1,234 @@
+"""The supervisor against real faults: a fleet of simulators behind nginx, the daemon started
+by `up`, faults injected for real (SIGKILL, a hang, a crash loop, a dead front, an OOM)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from fleet_helpers import cli, cli_json, write_config
+
+from conduitctl.events import Event
+from conduitctl.store import Store
+
+FAST_HEALTH = """
+[health]
+interval = "500ms"
+timeout = "400ms"
+restart_backoff = "200ms"
+"""
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def events_of(config: Path, backend: str | None = None) -> list[Event]:
+    with Store(config.parent / "state/history.db") as store:
+        return store.events(backend=backend)
+
+
+def first(events: list[Event], kind: str, after: float = 0.0) -> Event | None:
+    return next((e for e in events if e.kind.value == kind and e.ts >= after), None)
+
+
+def backend_pid(config: Path, name: str) -> int:
+    status = cli_json("status", "--config", str(config))
+    return next(b["pid"] for b in status["backends"] if b["name"] == name)
+
+
+@pytest.fixture
+def fleet(tmp_path, free_block) -> Iterator[Callable[..., Path]]:
+    configs: list[Path] = []
+
+    def make(name: str, containers: int = 3, extra: str = FAST_HEALTH, **kw: Any) -> Path:
+        config = write_config(
+            tmp_path / name, free_block(140), name=name, containers=containers, extra=extra, **kw
+        )
+        configs.append(config)
+        cli("up", "--config", str(config))
+        return config
+
+    yield make
+    for config in configs:
+        cli("down", "--purge", "--config", str(config), check=False)
+
+
+def test_killed_backend_leaves_the_front_in_under_a_second_and_recovers(fleet):
+    config = fleet("svk")
+    victim = "svk-2"
+    pid = backend_pid(config, victim)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: first(events_of(config, victim), "front_in"), 15, "the backend back in")
+    events = events_of(config, victim)
+    death, out, restart = (
+        first(events, "death"),
+        first(events, "front_out"),
+        first(events, "restart"),
+    )
+    assert death and out and restart
+    assert out.ts - death.ts < 1.0  # event-driven, not the next probe
+    assert "exit code 137" in death.message
+    status = cli_json("status", "--config", str(config))
+    row = next(b for b in status["backends"] if b["name"] == victim)
+    assert row["health"] == "healthy" and row["pid"] != pid
+    assert first(events_of(config, victim), "front_in").ts - death.ts < 5.0  # crash -> healthy
+
+
+def test_hung_backend_is_taken_out_and_restarted(fleet):
+    config = fleet("svh")
+    victim = "svh-1"
+    pid = backend_pid(config, victim)
+    time.sleep(1)
+    os.kill(pid, signal.SIGUSR1)  # the simulator stops answering but stays alive
+    wait_for(lambda: first(events_of(config, victim), "front_in"), 20, "the backend back in")
+    events = events_of(config, victim)
+    unhealthy = next(e for e in events if e.kind.value == "health" and not e.data["healthy"])
+    out = first(events, "front_out")
+    assert out and out.ts >= unhealthy.ts
+    assert first(events, "restart")
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_dead_front_is_restarted(fleet):
+    config = fleet("svf")
+    front = cli_json("status", "--config", str(config))["front"]
+    os.kill(front["pid"], signal.SIGKILL)
+    wait_for(lambda: first(events_of(config), "front_restart"), 10, "the front restarted")
+
+    def serving() -> bool:
+        status = cli_json("status", "--config", str(config))["front"]
+        return status["running"] and not status["not_listening"] and status["pid"] != front["pid"]
+
+    wait_for(serving, 10, "the new front listening")
+
+
+def test_daemon_killed_with_sigkill_adopts_the_fleet_without_restarts(fleet):
+    config = fleet("svd")
+    before = {b["name"]: b["pid"] for b in cli_json("status", "--config", str(config))["backends"]}
+    daemon = int((config.parent / "state/daemon.pid").read_text())
+    os.kill(daemon, signal.SIGKILL)
+    wait_for(lambda: not psutil.pid_exists(daemon), 5, "the daemon gone")
+    restarted_at = time.time()
+    result = cli_json("up", "--config", str(config))
+    assert result["changed"] is False and result["daemon_pid"] != daemon
+    time.sleep(3)  # several ticks of the new daemon
+    after = {b["name"]: b["pid"] for b in cli_json("status", "--config", str(config))["backends"]}
+    assert after == before  # nobody was restarted
+    events = events_of(config)
+    start = first(events, "daemon_start", after=restarted_at)
+    assert start and start.data["running"] == 3
+    assert not [e for e in events if e.ts >= restarted_at and e.kind.value in ("restart", "death")]
+
+
+class Receiver:
+    """A local webhook: apprise's json:// posts land here."""
+
+    def __init__(self) -> None:
+        self.posts: list[dict[str, Any]] = []
+        received = self.posts
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append(json.loads(body or b"{}"))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def webhook() -> Iterator[Receiver]:
+    receiver = Receiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture
+def smtp(free_port) -> Iterator[Any]:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Message
+
+    messages: list[Any] = []
+
+    class Keep(Message):
+        def handle_message(self, message: Any) -> None:
+            messages.append(message)
+
+    controller = Controller(Keep(), hostname="127.0.0.1", port=free_port())
+    controller.start()
+    controller.messages = messages  # type: ignore[attr-defined]
+    yield controller
+    controller.stop()
+
+
+def test_crash_loop_stops_restarts_and_alerts_by_webhook_and_email(fleet, webhook, smtp):
+    smtp_port = smtp.port
+    extra = (
+        FAST_HEALTH
+        + 'crash_loop_restarts = 3\ncrash_loop_window = "60s"\n'
+        + "\n[alerts]\nnotifiers = ["
+        + f'"json://127.0.0.1:{webhook.port}/hook", '
+        + f'"mailto://127.0.0.1:{smtp_port}?from=alerts@example.com&to=ops@example.com"]\n'
+    )
+    config = fleet("svc", containers=2, extra=extra)
+    victim = "svc-1"
+    seen: set[int] = set()
+    for _ in range(3):
+        pid = wait_for(
+            lambda: (p := backend_pid(config, victim)) and p not in seen and p, 15, "a fresh pid"
+        )
+        seen.add(pid)
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.3)
+    loop = wait_for(lambda: first(events_of(config, victim), "crash_loop"), 15, "a crash loop")
+    assert loop.data["restarts"] == 3
+    time.sleep(2)  # no more restarts once the loop is declared
+    restarts = [e for e in events_of(config, victim) if e.kind.value == "restart"]
+    assert len(restarts) == 3
+    post = wait_for(
+        lambda: next((p for p in webhook.posts if "crash" in json.dumps(p).lower()), None),
+        20,
+        "the webhook notification",
+    )
+    assert victim in json.dumps(post)
+    mail = wait_for(lambda: smtp.messages, 20, "the e-mail")
+    assert "crash" in mail[0]["Subject"].lower()
+    active = cli_json("alerts", "--config", str(config))
+    assert any(a["rule"] == "crash_loop" and a["state"] == "firing" for a in active)
+
+
+@pytest.mark.docker
+def test_oom_kill_is_reported_as_oom(fleet, sim_image):
+    config = fleet(
+        "svo", containers=1, runtime="docker", memory="64m", extra_args=["--leak-mb-per-s", "20"]
+    )
+    oom = wait_for(lambda: first(events_of(config, "svo-1"), "oom"), 30, "an OOM event")
+    assert "OOM" in oom.message
+    death = wait_for(lambda: first(events_of(config, "svo-1"), "death"), 10, "the death")
+    assert abs(death.ts - oom.ts) < 5
