@@ -547,25 +547,44 @@ def status(
     from rich.console import Group
     from rich.live import Live
 
+    from conduitctl import alerts as alert_engine
     from conduitctl.observe.fleet import collect
+    from conduitctl.supervise import control
+    from conduitctl.supervise.service import load_alert_state
 
     settings, _, runtime, front = _fleet(config)
+
+    def supervisor() -> dict[str, Any]:
+        firing = [
+            a.to_dict()
+            for a in alert_engine.active_alerts(load_alert_state(settings.state_dir))
+            if a.state == "firing"
+        ]
+        return {"pid": control.daemon_pid(settings.state_dir), "alerts_firing": firing}
+
+    def document() -> dict[str, Any]:
+        return {**collect(settings, runtime, front).to_dict(), "supervisor": supervisor()}
+
     if as_json and not watch:
-        emit_json(collect(settings, runtime, front).to_dict())
+        emit_json(document())
         return
 
     def render() -> Any:
         view = collect(settings, runtime, front)
-        if as_json:
-            return view
-        return Group(_status_table(view), _front_line(view.front))
+        sup = supervisor()
+        line = (
+            f"supervisor: pid {sup['pid']}, {len(sup['alerts_firing'])} alerts firing"
+            if sup["pid"]
+            else "supervisor: [red]not running[/] (conduitctl up starts it)"
+        )
+        return Group(_status_table(view), _front_line(view.front), line)
 
     if not watch:
         out.print(render())
         return
     if as_json:  # one JSON document per line, for scripts that follow
         while True:
-            sys.stdout.write(json.dumps(render().to_dict(), default=str) + "\n")
+            sys.stdout.write(json.dumps(document(), default=str) + "\n")
             sys.stdout.flush()
             time.sleep(interval)
     with Live(render(), console=out, refresh_per_second=4) as live:

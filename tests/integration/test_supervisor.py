@@ -128,8 +128,10 @@ def test_daemon_killed_with_sigkill_adopts_the_fleet_without_restarts(fleet):
     result = cli_json("up", "--config", str(config))
     assert result["changed"] is False and result["daemon_pid"] != daemon
     time.sleep(3)  # several ticks of the new daemon
-    after = {b["name"]: b["pid"] for b in cli_json("status", "--config", str(config))["backends"]}
+    status = cli_json("status", "--config", str(config))
+    after = {b["name"]: b["pid"] for b in status["backends"]}
     assert after == before  # nobody was restarted
+    assert status["supervisor"]["pid"] == result["daemon_pid"]
     events = events_of(config)
     start = first(events, "daemon_start", after=restarted_at)
     assert start and start.data["running"] == 3
