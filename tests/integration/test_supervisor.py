@@ -201,7 +201,7 @@ def test_crash_loop_stops_restarts_and_alerts_by_webhook_and_email(fleet, webhoo
     config = fleet("svc", containers=2, extra=extra)
     victim = "svc-1"
     seen: set[int] = set()
-    for _ in range(3):
+    for _ in range(4):  # 3 restarts allowed; the 4th death is the loop
         pid = wait_for(
             lambda: (p := backend_pid(config, victim)) and p not in seen and p, 15, "a fresh pid"
         )
@@ -234,3 +234,50 @@ def test_oom_kill_is_reported_as_oom(fleet, sim_image):
     assert "OOM" in oom.message
     death = wait_for(lambda: first(events_of(config, "svo-1"), "death"), 10, "the death")
     assert abs(death.ts - oom.ts) < 5
+
+
+def test_degradation_raises_a_full_survivor_then_restores_it(fleet):
+    import asyncio
+    import urllib.request
+
+    from conduitctl.drills.loadtest import LoadSpec, run_load
+
+    extra = (
+        FAST_HEALTH + 'degrade_after = "2s"\ncrash_loop_restarts = 2\ncrash_loop_window = "60s"\n'
+    )
+    config = fleet("svg", containers=3, max_clients=100, extra=extra)
+    status = cli_json("status", "--config", str(config))
+    front_port = int(status["front"]["listening"][0].rsplit(":", 1)[1])
+    metrics = {b["name"]: b["metrics"] for b in status["backends"]}
+    seen: set[int] = set()
+    for _ in range(3):  # svg-3 into a crash loop: it stays down
+        pid = wait_for(
+            lambda: (p := backend_pid(config, "svg-3")) and p not in seen and p, 15, "a fresh pid"
+        )
+        seen.add(pid)
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.3)
+    wait_for(lambda: first(events_of(config, "svg-3"), "crash_loop"), 15, "the crash loop")
+
+    spec = LoadSpec("127.0.0.1", front_port, clients=190, duration_s=12, rate_kbps=8, ramp_s=1)
+    load = threading.Thread(target=lambda: asyncio.run(run_load(spec)), daemon=True)
+    load.start()
+    raised = wait_for(lambda: first(events_of(config), "degrade"), 20, "a survivor raised")
+    assert raised.backend in ("svg-1", "svg-2") and raised.data["to"] == 150
+
+    def max_clients(name: str) -> float:
+        try:
+            with urllib.request.urlopen(f"http://{metrics[name]}/metrics", timeout=2) as response:
+                text = response.read().decode()
+        except OSError:
+            return -1  # restarting
+
+        line = next(x for x in text.splitlines() if x.startswith("conduit_max_common_clients "))
+        return float(line.split()[1])
+
+    wait_for(lambda: max_clients(raised.backend) == 150, 15, "the raised backend serving")
+    load.join(20)
+    cli("restart", "svg-3", "--config", str(config))  # the operator repairs it
+    restored = wait_for(lambda: first(events_of(config), "restore"), 30, "the restore")
+    assert restored.backend == raised.backend and restored.data["to"] == 100
+    wait_for(lambda: max_clients(raised.backend) == 100, 15, "the configured max again")

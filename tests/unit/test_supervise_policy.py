@@ -3,7 +3,9 @@ from conduitctl.supervise.plan import BackendView, FrontView, Kind, plan_tick
 from conduitctl.supervise.restarts import (
     RestartPolicy,
     RestartState,
+    declare_loop,
     delay,
+    exhausted,
     may_restart,
     record_restart,
     record_stable,
@@ -59,18 +61,29 @@ def test_first_restart_immediate_then_backoff():
     assert state.next_at == 3
 
 
-def test_crash_loop_after_n_restarts_in_window():
+def test_crash_loop_when_it_dies_again_after_n_restarts_in_window():
     state = RestartState()
-    for t in (0, 1, 3, 7):
+    for t in (0, 1, 3):
         state = record_restart(POLICY, state, now=t)
-    assert state.crash_loop and not may_restart(state, 1000)
+    assert not exhausted(POLICY, state, now=7)  # 3 restarts: one more is allowed
+    state = record_restart(POLICY, state, now=7)
+    assert exhausted(POLICY, state, now=9)  # died again after the 4th
+    assert not may_restart(declare_loop(state), 1000)
 
 
 def test_restarts_spread_beyond_window_are_no_loop():
     state = RestartState()
     for t in (0, 100, 200, 300, 400):
         state = record_restart(POLICY, state, now=t)
-    assert not state.crash_loop
+    assert not exhausted(POLICY, state, now=401)
+
+
+def test_plan_declares_the_loop_instead_of_restarting():
+    state = RestartState()
+    for t in (0, 1, 3, 7):
+        state = record_restart(POLICY, state, now=t)
+    dead_view = view(running=False, in_front=False, restart=state)
+    assert kinds(plan_tick([dead_view], FRONT, now=30, policy=POLICY)) == [(Kind.CRASH_LOOP, "c-1")]
 
 
 def test_stability_resets_backoff():

@@ -31,13 +31,15 @@ from conduitctl.observe.model import (
 )
 from conduitctl.ops.holds import held
 from conduitctl.runtime.base import LaunchSpec, Runtime, State, launch_specs
-from conduitctl.settings import Settings
+from conduitctl.settings import MAX_CLIENTS_ANY_PROFILE, MAX_CLIENTS_CEILING, Settings
+from conduitctl.supervise.degrade import Change, Member, Move, plan_degradation
 from conduitctl.supervise.health import Health, dead, observe_probe
 from conduitctl.supervise.plan import Action, BackendView, FrontView, Kind, plan_tick
 from conduitctl.supervise.probes import ProbeOutcome, probe_all
 from conduitctl.supervise.restarts import (
     RestartPolicy,
     RestartState,
+    declare_loop,
     record_restart,
     record_stable,
 )
@@ -67,10 +69,23 @@ class Slot:
     cpu_percent: float | None = None
     rss: int | None = None
     values: dict[str, float] = field(default_factory=dict)
+    max_override: int | None = None  # raised max clients while the fleet is degraded
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def effective_spec(self) -> LaunchSpec:
+        """The spec it runs with: the configured one, or with raised max clients."""
+        if self.max_override is None:
+            return self.spec
+        return replace(self.spec, backend=replace(self.backend, max_clients=self.max_override))
+
+    @property
+    def load(self) -> int:
+        v = self.values
+        return int(v.get("conduit_connected_clients", 0) + v.get("conduit_connecting_clients", 0))
 
     @property
     def backend(self) -> BackendSpec:
@@ -93,6 +108,7 @@ class Supervisor:
         tick_sinks: list[Callable[[Tick], None]] | None = None,
         host_observer: Callable[[], HostObservation] | None = None,
         queue_reader: Callable[[set[int]], Mapping[int, Any]] | None = None,
+        fleet_capacity: int | None = None,
     ) -> None:
         self.settings = settings
         self.runtime = runtime
@@ -105,6 +121,8 @@ class Supervisor:
         # ports -> {port: (queued, backlog)} for those with a listening socket (netlink)
         self.queue_reader = queue_reader
         self.front_queues: Mapping[int, Any] = {}
+        # The planner's limit for the whole host: survivors are raised to a share of it.
+        self.fleet_capacity = fleet_capacity
         h = settings.health
         self.policy = RestartPolicy(
             backoff=h.restart_backoff,
@@ -160,6 +178,8 @@ class Supervisor:
                 slot.restart = RestartState.from_dict(saved.get("restart", {}))
                 slot.restarts = int(saved.get("restarts", 0))
                 slot.oom_kills = int(saved.get("oom_kills", 0))
+                override = saved.get("max_override")
+                slot.max_override = int(override) if override is not None else None
 
     def save_state(self) -> None:
         data = {
@@ -169,6 +189,7 @@ class Supervisor:
                     "restart": slot.restart.to_dict(),
                     "restarts": slot.restarts,
                     "oom_kills": slot.oom_kills,
+                    "max_override": slot.max_override,
                 }
                 for name, slot in self.slots.items()
             },
@@ -317,6 +338,8 @@ class Supervisor:
         for action in actions:
             if action.kind == Kind.RESTART and action.name is not None:
                 await self.restart(self.slots[action.name], action.reason, now)
+            elif action.kind == Kind.CRASH_LOOP and action.name is not None:
+                self.declare_crash_loop(self.slots[action.name], action.reason)
             elif action.kind == Kind.FRONT_RESTART:
                 await self.restart_front(action.reason)
         if actions:
@@ -329,7 +352,7 @@ class Supervisor:
         if self.pid_watcher is not None:
             self.pid_watcher.forget(slot.name)
         try:
-            status = await asyncio.to_thread(self._restart_blocking, slot.spec)
+            status = await asyncio.to_thread(self._restart_blocking, slot.effective_spec)
         except Exception as exc:
             log.warning("restart of %s failed: %s", slot.name, exc, extra={"backend": slot.name})
             status = None
@@ -340,15 +363,67 @@ class Supervisor:
             slot.running, slot.pid, slot.started_at = True, status.pid, self.clock()
             slot.cpu = None
             self._watch(slot)
-        if slot.restart.crash_loop:
-            self.emit(
-                EventKind.CRASH_LOOP,
-                slot.name,
-                f"{slot.name} is crash-looping: {len(slot.restart.recent)} restarts in "
-                f"{self.policy.loop_window:g}s; restarts stopped",
-                restarts=len(slot.restart.recent),
-                window_s=self.policy.loop_window,
+
+    def declare_crash_loop(self, slot: Slot, reason: str) -> None:
+        slot.restart = declare_loop(slot.restart)
+        self.emit(
+            EventKind.CRASH_LOOP,
+            slot.name,
+            f"{slot.name} is crash-looping ({reason} after {len(slot.restart.recent)} restarts "
+            f"in {self.policy.loop_window:g}s); restarts stopped",
+            restarts=len(slot.restart.recent),
+            window_s=self.policy.loop_window,
+        )
+
+    def degradation(self, now: float) -> Change | None:
+        profile_ceiling = (
+            MAX_CLIENTS_CEILING
+            if self.settings.workload.profile == "psiphon-conduit"
+            else MAX_CLIENTS_ANY_PROFILE
+        )
+        members = [
+            Member(
+                name=slot.name,
+                healthy=slot.running and bool(slot.health.healthy) and slot.name not in self.down,
+                down_since=None if slot.health.healthy else slot.health.since,
+                configured=slot.backend.max_clients,
+                current=slot.max_override or slot.backend.max_clients,
+                load=slot.load,
             )
+            for slot in self.slots.values()
+        ]
+        healthy = sum(m.healthy for m in members) or 1
+        ceiling = profile_ceiling
+        if self.fleet_capacity:
+            ceiling = min(ceiling, max(self.fleet_capacity // healthy, 1))
+        return plan_degradation(members, now, self.settings.health.degrade_after, ceiling)
+
+    async def change_max_clients(self, change: Change) -> None:
+        """Out of the front, restarted with the new max clients; back in after `rise`."""
+        slot = self.slots[change.name]
+        previous = slot.max_override or slot.backend.max_clients
+        raised = change.max_clients != slot.backend.max_clients
+        slot.max_override = change.max_clients if raised else None
+        kind = EventKind.DEGRADE if change.move == Move.RAISE else EventKind.RESTORE
+        self.emit(
+            kind,
+            slot.name,
+            f"{slot.name}: max clients {previous} -> {change.max_clients} ({change.reason})",
+            previous=previous,
+            to=change.max_clients,
+        )
+        self.down.add(slot.name)
+        await asyncio.to_thread(self.front.set_down, frozenset(self.down))
+        if self.pid_watcher is not None:
+            self.pid_watcher.forget(slot.name)
+        status = await asyncio.to_thread(self._restart_blocking, slot.effective_spec)
+        now = self.clock()
+        slot.health = Health(healthy=False, since=now, reason="max clients changed")
+        if status is not None and status.state == State.RUNNING:
+            slot.running, slot.pid, slot.started_at = True, status.pid, now
+            slot.cpu = None
+            self._watch(slot)
+        self.save_state()
 
     def _restart_blocking(self, spec: LaunchSpec) -> Any:
         self.runtime.stop(spec.name, timeout=STOP_TIMEOUT_S)
@@ -407,9 +482,14 @@ class Supervisor:
                 for slot in self.slots.values()
             ]
             front = self.front_view()
-            actions = plan_tick(views, front, now)
+            actions = plan_tick(views, front, now, self.policy)
             if actions:
                 await self.execute(actions)
+            elif not holds and all(not s.running or s.health.healthy is not None
+                                   for s in self.slots.values()):  # fmt: skip
+                change = self.degradation(now)
+                if change is not None:
+                    await self.change_max_clients(change)
             tick = self.observation(now, front)
             self.ticks += 1
             self.last_tick = tick
@@ -437,7 +517,7 @@ class Supervisor:
                 cpu_percent=slot.cpu_percent,
                 rss_bytes=slot.rss,
                 memory_limit_bytes=slot.backend.memory_bytes,
-                max_clients=slot.backend.max_clients,
+                max_clients=slot.max_override or slot.backend.max_clients,
                 crash_looping=slot.restart.crash_loop,
             )
             for slot in self.slots.values()

@@ -1,8 +1,9 @@
 """What the supervisor does this tick (pure): (backends, front, now) -> actions.
 
 Dead or unhealthy backends leave the front at once and are restarted with backoff; healthy
-ones come back after `rise` good probes; a crash-looping backend is left alone (an alert says
-so); a dead or deaf front is restarted. Backends an operator command holds are left alone.
+ones come back after `rise` good probes; one that fails again after its allowed restarts is a
+crash loop and is left alone (an alert says so); a dead or deaf front is restarted.
+Backends an operator command holds are left alone.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from conduitctl.supervise.health import Health
-from conduitctl.supervise.restarts import RestartState, may_restart
+from conduitctl.supervise.restarts import RestartPolicy, RestartState, exhausted, may_restart
 
 STARTUP_GRACE_S = 10.0  # a running backend this young is not restarted for failing probes
 
@@ -20,6 +21,7 @@ class Kind(StrEnum):
     FRONT_OUT = "front_out"
     FRONT_IN = "front_in"
     RESTART = "restart"
+    CRASH_LOOP = "crash_loop"  # died again after its restarts: stop, and say so
     FRONT_RESTART = "front_restart"
 
 
@@ -48,7 +50,12 @@ class Action:
     reason: str
 
 
-def plan_tick(backends: list[BackendView], front: FrontView, now: float) -> list[Action]:
+def plan_tick(
+    backends: list[BackendView],
+    front: FrontView,
+    now: float,
+    policy: RestartPolicy | None = None,
+) -> list[Action]:
     actions: list[Action] = []
     has_front = front.kind != "none"
     for b in backends:
@@ -60,7 +67,11 @@ def plan_tick(backends: list[BackendView], front: FrontView, now: float) -> list
             actions.append(Action(Kind.FRONT_OUT, b.name, why))
         if bad and not b.restart.crash_loop and may_restart(b.restart, now):
             young = b.running and b.started_at is not None and now - b.started_at < STARTUP_GRACE_S
-            if not young:
+            if young:
+                pass
+            elif policy is not None and exhausted(policy, b.restart, now):
+                actions.append(Action(Kind.CRASH_LOOP, b.name, why))
+            else:
                 actions.append(Action(Kind.RESTART, b.name, why))
         if not bad and b.health.healthy and has_front and not b.in_front:
             actions.append(Action(Kind.FRONT_IN, b.name, "healthy again"))

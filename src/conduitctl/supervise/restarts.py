@@ -52,15 +52,19 @@ def may_restart(state: RestartState, now: float) -> bool:
 
 
 def record_restart(policy: RestartPolicy, state: RestartState, now: float) -> RestartState:
-    """After a restart: count it, set the next allowed time, detect a crash loop."""
+    """After a restart: count it and set the next allowed time."""
     recent = (*(t for t in state.recent if now - t < policy.loop_window), now)
     attempts = state.attempts + 1
-    return RestartState(
-        attempts=attempts,
-        recent=recent,
-        next_at=now + delay(policy, attempts),
-        crash_loop=len(recent) >= policy.loop_restarts,
-    )
+    return RestartState(attempts=attempts, recent=recent, next_at=now + delay(policy, attempts))
+
+
+def exhausted(policy: RestartPolicy, state: RestartState, now: float) -> bool:
+    """It died again after `loop_restarts` restarts inside the window: a crash loop."""
+    return sum(now - t < policy.loop_window for t in state.recent) >= policy.loop_restarts
+
+
+def declare_loop(state: RestartState) -> RestartState:
+    return replace(state, crash_loop=True)
 
 
 def record_stable(

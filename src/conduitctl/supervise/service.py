@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 from conduitctl import alerts
+from conduitctl.capacity import PlanInput, make_plan
 from conduitctl.events import Event, EventKind
 from conduitctl.front import front_for
-from conduitctl.hostinfo import render_env
+from conduitctl.hostinfo import DEFAULT_NIC_MBPS, host_facts, render_env
 from conduitctl.metrics import Exporter, MetricsServer
 from conduitctl.notify import Dispatcher, notifiers_from_urls
 from conduitctl.observe.host import HostObserver
@@ -142,6 +143,24 @@ class Outputs:
         self.store.close()
 
 
+def fleet_capacity(settings: Settings) -> int:
+    """The planner's bottleneck for this host: degraded survivors share at most this."""
+    facts = host_facts(settings.host.nic)
+    plan = make_plan(
+        PlanInput(
+            cpus=facts.cpus,
+            memory_gb=facts.memory_gb,
+            nic_mbps=settings.host.nic_mbps or facts.nic_mbps or DEFAULT_NIC_MBPS,
+            sustained_fraction=settings.host.sustained_fraction,
+            duplex=settings.host.duplex,
+            front=settings.front.kind != "none",
+            nofile=settings.container.nofile,
+            file_max=facts.file_max,
+        )
+    )
+    return plan.limits[plan.bottleneck].clients
+
+
 async def _serve(config_path: Path) -> None:
     settings = load_settings(config_path)
     env = render_env(settings, config_path)
@@ -157,6 +176,7 @@ async def _serve(config_path: Path) -> None:
         tick_sinks=[outputs.on_tick],
         host_observer=host.observe,
         queue_reader=host.accept_queues,
+        fleet_capacity=fleet_capacity(settings),
     )
 
     def reload() -> None:
