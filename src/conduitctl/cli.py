@@ -849,18 +849,18 @@ def alerts_test(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 
 def default_target(settings: Settings, udp: bool) -> str:
     """The first front listener of the wanted protocol, probed on loopback when it binds all."""
-    from conduitctl.front.base import listener_addresses
+    from conduitctl.front.base import first_listener
+    from conduitctl.settings import Proto
 
-    proto = "udp" if udp else "tcp"
-    for listener, (_, host, port) in zip(
-        settings.front.listeners, listener_addresses(settings), strict=True
-    ):
-        if settings.front.kind != "none" and listener.proto.value == proto:
-            return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    raise BadInput(
-        f"no {proto} front listener to load (front.kind = {settings.front.kind!r}); "
-        "pass --target HOST:PORT"
-    )
+    proto = Proto.UDP if udp else Proto.TCP
+    target = first_listener(settings, proto) if settings.front.kind != "none" else None
+    if target is None:
+        raise BadInput(
+            f"no {proto.value} front listener to load (front.kind = {settings.front.kind!r}); "
+            "pass --target HOST:PORT"
+        )
+    host, port = target
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @app.command()
@@ -935,6 +935,101 @@ def _print_load(report: Any) -> None:
         out.print(f"per backend: {spread} (max/min {d['balance_ratio']})")
     if d["udp"]:
         out.print(f"udp loss ratio {d['udp']['loss_ratio']:.4%}")
+
+
+@app.command()
+def chaos(
+    scenario: Annotated[
+        str,
+        typer.Option(
+            help="kill | kill-many | hang | oom | front-restart | loss | cpu | memory",
+            show_default=False,
+        ),
+    ],
+    load: Annotated[
+        int, typer.Option(help="clients held through the front during the drill (0: none)", min=0)
+    ] = 300,
+    duration: Annotated[
+        float, typer.Option(help="seconds of load; the fault goes in once it is warm", min=2)
+    ] = 15.0,
+    rate: Annotated[
+        float, typer.Option(help="echo traffic per client, kilobits/s (0: hold only)", min=0)
+    ] = 8.0,
+    fault_seconds: Annotated[
+        float | None,
+        typer.Option(help="loss, cpu, memory: how long the fault is held (default: duration/2)"),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(help="seconds to wait for recovery after the fault", min=1)
+    ] = 30.0,
+    loss_percent: Annotated[
+        float, typer.Option(help="--scenario loss: share of packets dropped, percent")
+    ] = 10.0,
+    seed: Annotated[int | None, typer.Option(help="pick the victims reproducibly")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One bounded fault against the running fleet under load, then what the supervisor did
+    and how fast. Exit 1 when the fleet did not recover within --timeout."""
+    from conduitctl.drills.chaos import run_chaos
+
+    settings, path = _load(config)
+    report = run_chaos(
+        settings,
+        path,
+        scenario,
+        load,
+        duration,
+        rate_kbps=rate,
+        seed=seed,
+        progress=_progress(as_json),
+        fault_s=fault_seconds,
+        timeout_s=timeout,
+        loss_percent=loss_percent,
+    )
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        _print_chaos(report)
+    if not report.recovered:
+        why = "the drill was interrupted" if report.aborted else f"within {timeout:g}s"
+        raise CheckFailed(f"chaos {scenario}: the fleet did not recover ({why})")
+
+
+def _print_chaos(report: Any) -> None:
+    d = report.to_dict()
+
+    def secs(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}s"
+
+    verdict = "[green]recovered[/]" if d["recovered"] else "[red]NOT recovered[/]"
+    out.print(f"[bold]chaos {d['scenario']}[/]: {d['fault']} -> {verdict}")
+    out.print(
+        f"detect {secs(d['time_to_detect_s'])}, out of the front {secs(d['time_to_front_out_s'])}, "
+        f"back {secs(d['time_to_recover_s'])}, fleet healthy {secs(d['fleet_healthy_s'])}; "
+        f"restarts {d['restarts']}, front restarts {d['front_restarts']}"
+    )
+    for v in d["per_victim"]:
+        out.print(
+            f"  {v['name']}: detected by {v['detected_by'] or '-'} at {secs(v['detect_s'])}, "
+            f"out {secs(v['front_out_s'])}, back {secs(v['recover_s'])}, restarts {v['restarts']}",
+            highlight=False,
+        )
+    if d["collateral"]:
+        out.print(f"[yellow]collateral[/]: {', '.join(d['collateral'])}")
+    failed = f" {d['failed_by_reason']}" if d["failed_by_reason"] else ""
+    dropped = f" {d['dropped_by_reason']}" if d["dropped_by_reason"] else ""
+    out.print(
+        f"connections: {d['connections_attempted']:,} attempted "
+        f"({d['new_connections_attempted']:,} during the fault), "
+        f"{d['connections_failed']:,} failed{failed}; "
+        f"{d['sessions_dropped']:,} established sessions dropped{dropped}",
+        highlight=False,
+    )
+    fired = ", ".join(f"{a['rule']}({a['backend'] or '-'})" for a in d["alerts_fired"]) or "none"
+    out.print(f"alerts fired: {fired}; notifications failed: {d['notify_failed']}")
+    for note in d["notes"]:
+        out.print(f"[dim]note: {note}[/]")
 
 
 @app.command()

@@ -178,6 +178,9 @@ class Health(_Model):
     rise: int = Field(default=2, ge=1, le=100)
     # Self-healing: restarts back off exponentially from restart_backoff up to the max; this
     # many restarts inside the window is a crash loop: restarts stop and an alert fires.
+    # A running backend that stays unhealthy this long is restarted (it left the front after
+    # `fall` probes already); a dead one is restarted at once.
+    restart_after: Duration = Field(default=10.0, ge=0, le=3600)
     restart_backoff: Duration = Field(default=1.0, ge=0, le=600)
     restart_backoff_max: Duration = Field(default=60.0, ge=0, le=3600)
     crash_loop_restarts: int = Field(default=5, ge=1, le=1000)

@@ -25,6 +25,7 @@ FAST_HEALTH = """
 interval = "500ms"
 timeout = "400ms"
 restart_backoff = "200ms"
+restart_after = "2s"
 """
 
 

@@ -126,12 +126,18 @@ def test_dead_backend_out_of_front_waits_for_backoff():
     assert actions == []
 
 
-def test_hung_backend_restarted_only_after_startup_grace():
-    sick = Health(healthy=False, reason="timeout")
-    young = plan_tick([view(health=sick, started_at=95)], FRONT, now=100)
-    assert kinds(young) == [(Kind.FRONT_OUT, "c-1")]
-    old = plan_tick([view(health=sick, started_at=50)], FRONT, now=100)
-    assert kinds(old) == [(Kind.FRONT_OUT, "c-1"), (Kind.RESTART, "c-1")]
+def test_hung_backend_restarted_only_after_restart_after():
+    sick = Health(healthy=False, since=95, reason="timeout")
+    early = plan_tick([view(health=sick)], FRONT, now=100, restart_after=10)
+    assert kinds(early) == [(Kind.FRONT_OUT, "c-1")]  # out of the front, not restarted yet
+    late = plan_tick([view(health=sick)], FRONT, now=106, restart_after=10)
+    assert kinds(late) == [(Kind.FRONT_OUT, "c-1"), (Kind.RESTART, "c-1")]
+
+
+def test_dead_backend_restarted_at_once_whatever_restart_after():
+    dead_health = Health(healthy=False, since=99, reason="died")
+    actions = plan_tick([view(running=False, health=dead_health)], FRONT, 100, restart_after=60)
+    assert kinds(actions) == [(Kind.FRONT_OUT, "c-1"), (Kind.RESTART, "c-1")]
 
 
 def test_crash_loop_is_left_alone():

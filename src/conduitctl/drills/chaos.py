@@ -89,6 +89,8 @@ NFT_INSTALL = "apt-get install nftables"
 NFT_EXPIRY_MARGIN_S = 10.0  # the loss rules match nothing this long after the fault's end
 ORPHAN_QUIT_S = 3.0  # an orphaned front worker gets this long to finish after SIGQUIT
 
+INTERRUPTED_EARLY = "chaos interrupted before the fault went in; nothing was changed"
+
 Progress = Callable[[str], None]
 
 # --------------------------------------------------------------------------- validation
@@ -119,8 +121,10 @@ def check_fleet(scenario: str, settings: Settings, load: int) -> None:
             'set front.kind = "nginx" or "haproxy", or pass --load 0 (the fault alone)'
         )
     if load > 0 and not any(lst.proto is Proto.TCP for lst in settings.front.listeners):
-        raise BadInput("chaos loads the first TCP front listener and there is none; add one "
-                       "to front.listeners or pass --load 0")  # fmt: skip
+        raise BadInput(
+            "chaos loads the first TCP front listener and there is none; add one "
+            "to front.listeners or pass --load 0"
+        )
     if scenario == "front-restart" and front == "none":
         raise BadInput('--scenario front-restart: front.kind = "none" runs no front')
     if scenario == "kill-many" and containers < 3:
@@ -940,22 +944,27 @@ class HostPressure(Fault):
 class AwaitOom(Fault):
     """Nothing to inject: the fleet leaks by its own flags; the fault is the next OOM kill."""
 
-    def __init__(self, store: Store, since: float, timeout: float) -> None:
+    def __init__(
+        self, store: Store, since: float, timeout: float, aborted: Callable[[], bool]
+    ) -> None:
         super().__init__([])
         self.store = store
         self.since = since
         self.timeout = timeout
+        self.aborted = aborted
         self.at: float | None = None
 
     def inject(self) -> str:
         deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self.aborted():
             for e in self.store.events(since=self.since, kinds={EventKind.OOM, EventKind.DEATH}):
                 if e.backend and (e.kind == EventKind.OOM or e.data.get("oom")):
                     self.victims = [e.backend]
                     self.at = e.ts
                     return f"{e.backend} OOM-killed (its own leak, --leak-mb-per-s)"
             time.sleep(POLL_S * 2)
+        if self.aborted():
+            raise ConduitctlError("chaos oom: interrupted while waiting for an OOM kill")
         raise ConduitctlError(
             f"no backend was OOM-killed within {self.timeout:g}s; raise --leak-mb-per-s or "
             "lower container.memory"
@@ -966,16 +975,37 @@ class AwaitOom(Fault):
 
 
 def front_target(settings: Settings) -> tuple[str, int]:
-    """The first TCP front listener (a wildcard bind is reached on loopback), as the
-    loadtest command's default."""
-    from conduitctl.front.base import listener_addresses
+    """The first TCP front listener, as the loadtest command's default."""
+    from conduitctl.front.base import first_listener
 
-    for listener, (_, host, port) in zip(
-        settings.front.listeners, listener_addresses(settings), strict=True
-    ):
-        if listener.proto is Proto.TCP:
-            return host, port
-    raise BadInput("no TCP front listener to load; add one to front.listeners or pass --load 0")
+    target = first_listener(settings, Proto.TCP)
+    if target is None:
+        raise BadInput("no TCP front listener to load; add one to front.listeners or pass --load 0")
+    return target
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """When things happened in one drill (unix seconds)."""
+
+    t_fault: float
+    fault: str  # what was done, in words
+    held_s: float | None  # a timed fault: how long it was in place
+    front_listening_at: float | None
+    fleet_healthy_at: float | None
+
+
+# Why a short drill's alerts stay quiet where one might expect them.
+SCENARIO_NOTES: Mapping[str, tuple[str, ...]] = {
+    "cpu": (
+        "cpu_high fires after 120 s above alerts.cpu_percent per backend and there is no host "
+        "CPU rule: a short burn shows in `resources`, not in alerts",
+    ),
+    "memory": (
+        "host_memory_low fires after 60 s below (100 - alerts.ram_percent) % available: a "
+        "short hold shows in `resources`, not in alerts",
+    ),
+}
 
 
 class Drill:
@@ -1058,7 +1088,10 @@ class Drill:
             nft_preflight()  # fail before any load: missing nft, no permission
         self.open_store()
         self.say("waiting for the whole fleet to be healthy")
-        if self.wait_healthy(PRECHECK_WAIT_S) is None:
+        healthy = self.wait_healthy(PRECHECK_WAIT_S)
+        if self.abort.is_set():
+            raise ConduitctlError(INTERRUPTED_EARLY)
+        if healthy is None:
             seen = self.health_now()
             why = "the supervisor records no ticks" if seen is None else ", ".join(seen.problems)
             raise ConduitctlError(
@@ -1090,123 +1123,134 @@ class Drill:
             assert self.timed_s is not None
             return HostPressure(scenario, self.timed_s)
         assert self.store is not None
-        return AwaitOom(self.store, time.time(), self.timeout_s)
+        return AwaitOom(self.store, time.time(), self.timeout_s, self.abort.is_set)
 
     # --- the run (async) ---------------------------------------------------------------
 
     async def run(self) -> ChaosReport:
         try:
             fault = await asyncio.to_thread(self.preflight)
-        except BaseException:
+            return await self.drive(fault)
+        finally:
             if self.store is not None:
                 self.store.close()
-            raise
+
+    async def drive(self, fault: Fault) -> ChaosReport:
+        """Load, fault, recovery, report. On an error or a cancellation the fault is undone
+        at once and the load stopped; on success the undo waits for the load to end."""
         assert self.store is not None
         store = self.store
         t0 = time.time()
         stop = asyncio.Event()
-        snaps: list[Snapshot] = []
-        main_task: asyncio.Task[LoadReport] | None = None
-        stream_task: asyncio.Task[LoadReport] | None = None
-        load_end = time.monotonic() + self.duration
-        if self.load:
-            host, port = front_target(self.settings)
-            spec = LoadSpec(host=host, port=port, clients=self.load, duration_s=self.duration,
-                            rate_kbps=self.rate_kbps)  # fmt: skip
-            ensure_fd_limit(self.load + int(NEW_CONNECTIONS_PER_S * self.duration) + 100)
-            self.say(f"load: {self.load} clients through {spec.target} for {self.duration:g}s")
-            main_task = asyncio.create_task(run_load(spec, snaps.append, stop))
-            await self.warm_up(spec, snaps, main_task)
-        t_fault = time.time()
-        front_listening_at: float | None = None
-        fleet_healthy_at: float | None = None
-        fault_text = ""
-        held: float | None = None
+        tasks: dict[str, asyncio.Task[LoadReport]] = {}
         try:
-            remaining = load_end - time.monotonic()
-            if self.load and remaining >= 1.0:
-                stream_task = asyncio.create_task(run_load(self.stream_spec(remaining), None, stop))
-            self.cleanups.add(f"undo {self.scenario}", fault.undo)
-            fault_text = await asyncio.to_thread(fault.inject)
-            if isinstance(fault, AwaitOom) and fault.at is not None:
-                t_fault = fault.at  # the kernel's kill is the fault
-            elif self.timed_s is not None:
-                t_fault = time.time()  # in place (a gigabyte takes a moment to allocate)
-            self.say(f"fault: {fault_text}")
-            t_recover_from = t_fault
-            announced: set[tuple[str | None, str]] = set()
-            if self.timed_s is not None:
-                await self.watch(t_fault, time.monotonic() + self.timed_s, announced)
-                await asyncio.to_thread(fault.undo)
-                t_recover_from = time.time()
-                held = t_recover_from - t_fault
-                self.say(f"fault removed after {held:.1f}s")
-            front_listening_at, fleet_healthy_at = await self.wait_recovered(
-                fault, t_fault, t_recover_from, announced
-            )
+            timeline = await self.fault_under_load(fault, stop, tasks)
         except BaseException:
             self.cleanups.run()  # synchronous: also runs under cancellation
             stop.set()  # the load ends with the drill; its sockets close on the way out
-            for task in (main_task, stream_task):
-                if task is not None:
-                    task.cancel()
-            store.close()
+            for task in tasks.values():
+                task.cancel()
             raise
         if self.abort.is_set():
             stop.set()
         # The rest of the undo (SIGUSR2 to a backend still hung, a dead front's orphaned
         # workers) waits for the load: undoing must not drop the sessions being measured.
-        load_report = await main_task if main_task is not None else None
-        stream_report = await stream_task if stream_task is not None else None
+        load_report = await tasks["load"] if "load" in tasks else None
+        stream_report = await tasks["stream"] if "stream" in tasks else None
         failures = await asyncio.to_thread(self.cleanups.run)
         self.notes.extend(f"cleanup failed: {f}" for f in failures)
         self.notes.extend(fault.notes)
+        self.notes.extend(SCENARIO_NOTES.get(self.scenario, ()))
         t_end = time.time()
+        t_fault = timeline.t_fault
         events = await asyncio.to_thread(store.events, since=t0, limit=100_000)
         points = await asyncio.to_thread(
             store.history, since=t_fault, until=t_end, resolution="raw"
         )
-        store.close()
-        if self.scenario == "cpu":
-            self.notes.append(
-                "cpu_high fires after 120 s above alerts.cpu_percent per backend and there is "
-                "no host CPU rule: a short burn shows in `resources`, not in alerts"
-            )
-        elif self.scenario == "memory":
-            self.notes.append(
-                "host_memory_low fires after 60 s below (100 - alerts.ram_percent) % "
-                "available: a short hold shows in `resources`, not in alerts"
-            )
         report = summarize(
             events,
             t_fault,
             fault.victims,
             load_report,
             scenario=self.scenario,
-            fault=fault_text,
+            fault=timeline.fault,
             new_connections=stream_report,
             t0=t0,
             front=self.has_front,
-            front_listening_at=front_listening_at,
-            fleet_healthy_at=fleet_healthy_at,
-            fault_s=held,
+            front_listening_at=timeline.front_listening_at,
+            fleet_healthy_at=timeline.fleet_healthy_at,
+            fault_s=timeline.held_s,
             resources=resource_summary(points, t_fault, t_end),
             timeout_s=self.timeout_s,
             aborted=self.abort.is_set(),
             notes=self.notes,
         )
         verdict = "recovered" if report.recovered else "NOT recovered"
-        self.say(f"{verdict}; {report.connections_failed} connections failed, "
-                 f"{report.sessions_dropped} sessions dropped")  # fmt: skip
+        self.say(
+            f"{verdict}; {report.connections_failed} connections failed, "
+            f"{report.sessions_dropped} sessions dropped"
+        )
         return report
+
+    async def fault_under_load(
+        self, fault: Fault, stop: asyncio.Event, tasks: dict[str, asyncio.Task[LoadReport]]
+    ) -> Timeline:
+        """Start the load (into `tasks`), warm up, inject, hold a timed fault and remove it,
+        wait for recovery."""
+        load_end = time.monotonic() + self.duration
+        if self.load:
+            host, port = front_target(self.settings)
+            spec = LoadSpec(
+                host=host,
+                port=port,
+                clients=self.load,
+                duration_s=self.duration,
+                rate_kbps=self.rate_kbps,
+            )
+            ensure_fd_limit(self.load + int(NEW_CONNECTIONS_PER_S * self.duration) + 100)
+            self.say(f"load: {self.load} clients through {spec.target} for {self.duration:g}s")
+            snaps: list[Snapshot] = []
+            tasks["load"] = asyncio.create_task(run_load(spec, snaps.append, stop))
+            await self.warm_up(spec, snaps, tasks["load"])
+            remaining = load_end - time.monotonic()
+            if remaining >= 1.0:
+                stream = self.stream_spec(remaining)
+                tasks["stream"] = asyncio.create_task(run_load(stream, None, stop))
+        if self.abort.is_set():
+            raise ConduitctlError(INTERRUPTED_EARLY)
+        t_fault = time.time()
+        self.cleanups.add(f"undo {self.scenario}", fault.undo)
+        text = await asyncio.to_thread(fault.inject)
+        if isinstance(fault, AwaitOom) and fault.at is not None:
+            t_fault = fault.at  # the kernel's kill is the fault
+        elif self.timed_s is not None:
+            t_fault = time.time()  # in place (a gigabyte takes a moment to allocate)
+        self.say(f"fault: {text}")
+        t_from = t_fault
+        held: float | None = None
+        announced: set[tuple[str | None, str]] = set()
+        if self.timed_s is not None:
+            await self.watch(t_fault, time.monotonic() + self.timed_s, announced)
+            await asyncio.to_thread(fault.undo)
+            t_from = time.time()
+            held = t_from - t_fault
+            self.say(f"fault removed after {held:.1f}s")
+        front_at, healthy_at = await self.wait_recovered(fault, t_fault, t_from, announced)
+        return Timeline(t_fault, text, held, front_at, healthy_at)
 
     def stream_spec(self, remaining: float) -> LoadSpec:
         """New connections through the fault window: started evenly, each held to the end."""
         host, port = front_target(self.settings)
         ramp = remaining * 0.9
         clients = max(1, int(NEW_CONNECTIONS_PER_S * ramp))
-        return LoadSpec(host=host, port=port, clients=clients, duration_s=remaining,
-                        ramp_s=ramp, rate_kbps=self.rate_kbps)  # fmt: skip
+        return LoadSpec(
+            host=host,
+            port=port,
+            clients=clients,
+            duration_s=remaining,
+            ramp_s=ramp,
+            rate_kbps=self.rate_kbps,
+        )
 
     async def warm_up(
         self, spec: LoadSpec, snaps: list[Snapshot], task: asyncio.Task[LoadReport]
@@ -1289,8 +1333,17 @@ class Drill:
         """Say each backend's first death, front change and restart once, as they come."""
         for e in events:
             kind = "unhealthy" if _unhealthy(e) else e.kind.value
-            if kind not in ("death", "oom", "unhealthy", "front_out", "restart", "front_in",
-                            "front_down", "front_restart", "crash_loop"):  # fmt: skip
+            if kind not in (
+                "death",
+                "oom",
+                "unhealthy",
+                "front_out",
+                "restart",
+                "front_in",
+                "front_down",
+                "front_restart",
+                "crash_loop",
+            ):
                 continue
             key = (e.backend, kind)
             if key in seen:
@@ -1333,9 +1386,19 @@ def run_chaos(
         raise BadInput(f"--timeout must be > 0 seconds (got {timeout_s})")
 
     async def main() -> ChaosReport:
-        drill = Drill(settings, config_path, scenario, load=load, duration=duration,
-                      rate_kbps=rate_kbps, seed=seed, progress=progress, fault_s=fault_s,
-                      timeout_s=timeout_s, loss_percent=loss_percent)  # fmt: skip
+        drill = Drill(
+            settings,
+            config_path,
+            scenario,
+            load=load,
+            duration=duration,
+            rate_kbps=rate_kbps,
+            seed=seed,
+            progress=progress,
+            fault_s=fault_s,
+            timeout_s=timeout_s,
+            loss_percent=loss_percent,
+        )
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []
 

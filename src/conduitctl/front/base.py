@@ -7,6 +7,7 @@ only then renamed over the live one; a rejected candidate leaves the running fro
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -24,6 +25,7 @@ from conduitctl.render.base import Rendered, RenderEnv
 from conduitctl.settings import Proto, Settings
 
 START_TIMEOUT = 10.0
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from conduitctl.render import CheckResult
@@ -77,6 +79,30 @@ class Front(Protocol):
     def stop(self, timeout: float = 10.0) -> bool: ...
 
 
+def recorded_pid(path: Path) -> int | None:
+    """The number in a pid file, alive or not."""
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def reap_session(sid: int, timeout: float = 3.0) -> list[int]:
+    """Stop what is left of a front whose master died: its workers keep the master's session
+    id and keep serving the old config (with reuseport, beside the new master)."""
+    orphans = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(OSError, psutil.Error):
+            if proc.pid != os.getpid() and os.getsid(proc.pid) == sid:
+                proc.send_signal(signal.SIGQUIT)  # finish their sessions
+                orphans.append(proc)
+    _, alive = psutil.wait_procs(orphans, timeout=timeout)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    return [p.pid for p in orphans]
+
+
 def read_pid(path: Path) -> int | None:
     try:
         pid = int(path.read_text().split()[0])
@@ -99,6 +125,17 @@ def listener_addresses(settings: Settings) -> list[tuple[str, str, int]]:
         probe = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}.get(host, host.strip("[]"))
         out.append((str(listener), probe, listener.port))
     return out
+
+
+def first_listener(settings: Settings, proto: Proto) -> tuple[str, int] | None:
+    """(host, port) of the first front listener of `proto`, on loopback for a wildcard bind:
+    where load tests and drills connect by default."""
+    for listener, (_, host, port) in zip(
+        settings.front.listeners, listener_addresses(settings), strict=True
+    ):
+        if listener.proto is proto:
+            return host, port
+    return None
 
 
 def probe_listeners(settings: Settings, pids: set[int]) -> tuple[list[str], list[str]]:
@@ -271,6 +308,7 @@ class ProcessFront:
         changed = install(rendered, self.conf, self.check, self.env)
         pid = self._pid()
         if pid is None:
+            self.reap_orphans()
             self.start_process()
             return "started"
         if changed:
@@ -285,9 +323,18 @@ class ProcessFront:
         fronts with a runtime API override it (HAProxy)."""
         return self.apply(down)
 
+    def reap_orphans(self) -> None:
+        dead_master = recorded_pid(self.pid_file)
+        if dead_master is not None and self._pid() is None:
+            reaped = reap_session(dead_master)
+            if reaped:
+                log.warning("stopped %d orphaned %s workers of dead master %d",
+                            len(reaped), self.kind, dead_master)  # fmt: skip
+
     def stop(self, timeout: float = 10.0) -> bool:
         pid = self._pid()
         if pid is None:
+            self.reap_orphans()
             return False
         stop_by_signal(pid, self.stop_signal, timeout)
         for leftover in (self.pid_file, *self.leftovers()):

@@ -202,8 +202,12 @@ class Supervisor:
 
     # --- observe ------------------------------------------------------------------------
 
-    def adopt(self, names: set[str] | None = None) -> None:
-        """Take over whatever runs: running backends keep running, untouched."""
+    def adopt(self, names: set[str] | None = None, *, operator: bool = True) -> None:
+        """Take over whatever runs: running backends keep running, untouched.
+
+        A new process is judged by its own probes: unknown when an operator (up, restart) or
+        the daemon's own start put it there; when it replaced one this daemon saw die (docker's
+        restart policy), it must earn its way back into the front (`rise` good probes)."""
         statuses = {s.name: s for s in self.runtime.backends()}
         for name, slot in self.slots.items():
             if names is not None and name not in names:
@@ -213,7 +217,12 @@ class Supervisor:
             slot.running = status is not None and status.state == State.RUNNING
             slot.pid = status.pid if status and slot.running else None
             if slot.running and slot.pid != previous_pid:
-                slot.health = Health()  # a new process: judged by its own probes
+                earn = not operator and slot.health.healthy is False
+                slot.health = (
+                    Health(healthy=False, since=self.clock(), reason="restarted")
+                    if earn
+                    else Health()
+                )
                 slot.cpu = None
             slot.started_at = status.started_at if status else None
             if slot.running and slot.pid:
@@ -247,8 +256,8 @@ class Supervisor:
             self.emit(EventKind.OOM, name, f"{name} was killed by the OOM killer")
         elif action == "die" and slot.running:
             self._mark_dead(slot, {"exit_code": attrs.get("exitCode")})
-        elif action == "start" and not slot.running:
-            self.adopt({name})  # started by someone else (up, docker's restart policy)
+        elif action == "start" and not slot.running and slot.name not in self.holds:
+            self.adopt({name}, operator=False)  # docker's restart policy brought it back
 
     def _mark_dead(self, slot: Slot, detail: dict[str, Any]) -> None:
         """Out of service at once; the death is recorded a moment later, once the runtime has
@@ -482,7 +491,7 @@ class Supervisor:
                 for slot in self.slots.values()
             ]
             front = self.front_view()
-            actions = plan_tick(views, front, now, self.policy)
+            actions = plan_tick(views, front, now, self.policy, h.restart_after)
             if actions:
                 await self.execute(actions)
             elif not holds and all(not s.running or s.health.healthy is not None

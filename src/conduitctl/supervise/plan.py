@@ -14,8 +14,6 @@ from enum import StrEnum
 from conduitctl.supervise.health import Health
 from conduitctl.supervise.restarts import RestartPolicy, RestartState, exhausted, may_restart
 
-STARTUP_GRACE_S = 10.0  # a running backend this young is not restarted for failing probes
-
 
 class Kind(StrEnum):
     FRONT_OUT = "front_out"
@@ -55,6 +53,7 @@ def plan_tick(
     front: FrontView,
     now: float,
     policy: RestartPolicy | None = None,
+    restart_after: float = 10.0,
 ) -> list[Action]:
     actions: list[Action] = []
     has_front = front.kind != "none"
@@ -66,8 +65,11 @@ def plan_tick(
         if bad and has_front and b.in_front:
             actions.append(Action(Kind.FRONT_OUT, b.name, why))
         if bad and not b.restart.crash_loop and may_restart(b.restart, now):
-            young = b.running and b.started_at is not None and now - b.started_at < STARTUP_GRACE_S
-            if young:
+            # Alive but failing probes (a hang, or a lossy network): out of the front already;
+            # restarted only once it has failed for `restart_after`, so a flaky network does
+            # not cost the sessions a restart would drop.
+            patient = b.running and now - b.health.since < restart_after
+            if patient:
                 pass
             elif policy is not None and exhausted(policy, b.restart, now):
                 actions.append(Action(Kind.CRASH_LOOP, b.name, why))
