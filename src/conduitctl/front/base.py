@@ -87,19 +87,23 @@ def recorded_pid(path: Path) -> int | None:
         return None
 
 
-def reap_session(sid: int, timeout: float = 3.0) -> list[int]:
+def reap_session(sid: int, timeout: float | None = 3.0) -> list[int]:
     """Stop what is left of a front whose master died: its workers keep the master's session
-    id and keep serving the old config (with reuseport, beside the new master)."""
+    id and would keep serving the old config (with reuseport, beside a new master).
+
+    SIGQUIT: they stop accepting and finish their sessions. With `timeout`, whatever is left
+    then is killed; with None they are left to finish in their own time."""
     orphans = []
     for proc in psutil.process_iter():
         with contextlib.suppress(OSError, psutil.Error):
             if proc.pid != os.getpid() and os.getsid(proc.pid) == sid:
-                proc.send_signal(signal.SIGQUIT)  # finish their sessions
+                proc.send_signal(signal.SIGQUIT)
                 orphans.append(proc)
-    _, alive = psutil.wait_procs(orphans, timeout=timeout)
-    for proc in alive:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
+    if timeout is not None:
+        _, alive = psutil.wait_procs(orphans, timeout=timeout)
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
     return [p.pid for p in orphans]
 
 
@@ -308,8 +312,12 @@ class ProcessFront:
         changed = install(rendered, self.conf, self.check, self.env)
         pid = self._pid()
         if pid is None:
-            self.reap_orphans()
+            dead_master = recorded_pid(self.pid_file)
             self.start_process()
+            if dead_master is not None:
+                # After the new master listens (reuseport), so no connection is refused: the
+                # old workers finish their sessions and take no new ones.
+                self._reap(dead_master, timeout=None)
             return "started"
         if changed:
             os.kill(pid, self.reload_signal)  # graceful: old workers finish their sessions
@@ -323,18 +331,18 @@ class ProcessFront:
         fronts with a runtime API override it (HAProxy)."""
         return self.apply(down)
 
-    def reap_orphans(self) -> None:
-        dead_master = recorded_pid(self.pid_file)
-        if dead_master is not None and self._pid() is None:
-            reaped = reap_session(dead_master)
-            if reaped:
-                log.warning("stopped %d orphaned %s workers of dead master %d",
-                            len(reaped), self.kind, dead_master)  # fmt: skip
+    def _reap(self, dead_master: int, timeout: float | None) -> None:
+        reaped = reap_session(dead_master, timeout)
+        if reaped:
+            log.warning("stopping %d orphaned %s workers of dead master %d",
+                        len(reaped), self.kind, dead_master)  # fmt: skip
 
     def stop(self, timeout: float = 10.0) -> bool:
         pid = self._pid()
         if pid is None:
-            self.reap_orphans()
+            dead_master = recorded_pid(self.pid_file)
+            if dead_master is not None:
+                self._reap(dead_master, timeout)
             return False
         stop_by_signal(pid, self.stop_signal, timeout)
         for leftover in (self.pid_file, *self.leftovers()):

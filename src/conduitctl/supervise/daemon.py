@@ -442,7 +442,9 @@ class Supervisor:
         self.emit(EventKind.FRONT_DOWN, None, f"front {self.settings.front.kind} {reason}")
 
         def blocking() -> str:
-            self.front.stop(timeout=2)
+            if self.front.pid() is not None:  # alive but deaf: replace it
+                self.front.stop(timeout=2)
+            # A dead master's workers are retired once the new one listens (no refusals).
             return self.front.apply(frozenset(self.down))
 
         try:
