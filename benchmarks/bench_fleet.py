@@ -56,19 +56,22 @@ def free_base(count: int) -> int:
     raise SystemExit("no free port block on loopback")
 
 
-def write_config(directory: Path, base: int) -> Path:
+def write_config(
+    directory: Path, base: int, *, name: str = "bench", max_clients: int = 2000
+) -> Path:
+    """8 simulator backends as processes behind nginx, every port in [base, base + 140)."""
     config = directory / "conduit.toml"
     config.write_text(
         f"""
 [cluster]
-name = "bench"
+name = "{name}"
 containers = {BACKENDS}
 runtime = "process"
 state_dir = "{directory / "state"}"
 
 [workload]
 profile = "sim"
-max_clients = 2000
+max_clients = {max_clients}
 bandwidth_mbps = -1
 listen_port_base = {base + 2}
 metrics_port_base = {base + 2 + 64}

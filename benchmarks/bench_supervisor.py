@@ -31,44 +31,10 @@ from conduitctl.drills.loadtest import LoadSpec, run_load
 from conduitctl.store import Store
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_fleet import free_base
+from bench_fleet import free_base, write_config
 
 BACKENDS = 8
 CONDUITCTL = str(Path(sys.executable).with_name("conduitctl"))
-
-
-def write_config(directory: Path, base: int) -> Path:
-    config = directory / "conduit.toml"
-    config.write_text(
-        f"""
-[cluster]
-name = "sup"
-containers = {BACKENDS}
-runtime = "process"
-state_dir = "{directory / "state"}"
-
-[workload]
-profile = "sim"
-max_clients = 1000
-bandwidth_mbps = -1
-listen_port_base = {base + 2}
-metrics_port_base = {base + 2 + 64}
-
-[container]
-nofile = 16384
-
-[front]
-kind = "nginx"
-bind = "127.0.0.1"
-listeners = ["tcp:127.0.0.1:{base}"]
-per_ip_limit = 0
-nofile = 20000
-
-[daemon]
-metrics_port = {base + 1}
-"""
-    )
-    return config
 
 
 def cli(*args: str) -> dict:
@@ -116,7 +82,7 @@ def main() -> int:
     results: dict[str, object] = {"backends": BACKENDS, "faults": args.faults}
     with tempfile.TemporaryDirectory(prefix="conduitctl-bench-") as tmp:
         base = free_base(140)
-        config = write_config(Path(tmp), base)
+        config = write_config(Path(tmp), base, name="sup", max_clients=1000)
         store = Path(tmp) / "state/history.db"
         try:
             up = cli("up", "--config", str(config))
