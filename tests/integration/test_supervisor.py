@@ -226,15 +226,20 @@ def test_crash_loop_stops_restarts_and_alerts_by_webhook_and_email(fleet, webhoo
     assert any(a["rule"] == "crash_loop" and a["state"] == "firing" for a in active)
 
 
-@pytest.mark.docker
-def test_oom_kill_is_reported_as_oom(fleet, sim_image):
+@pytest.mark.parametrize("runtime", ["process", pytest.param("docker", marks=pytest.mark.docker)])
+def test_oom_kill_is_reported_as_oom(fleet, runtime, request):
+    if runtime == "docker":
+        request.getfixturevalue("sim_image")
+    name = f"so{runtime[0]}"
     config = fleet(
-        "svo", containers=1, runtime="docker", memory="64m", extra_args=["--leak-mb-per-s", "20"]
+        name, containers=1, runtime=runtime, memory="64m", extra_args=["--leak-mb-per-s", "20"]
     )
-    oom = wait_for(lambda: first(events_of(config, "svo-1"), "oom"), 30, "an OOM event")
+    oom = wait_for(lambda: first(events_of(config, f"{name}-1"), "oom"), 30, "an OOM event")
     assert "OOM" in oom.message
-    death = wait_for(lambda: first(events_of(config, "svo-1"), "death"), 10, "the death")
+    death = wait_for(lambda: first(events_of(config, f"{name}-1"), "death"), 10, "the death")
     assert abs(death.ts - oom.ts) < 5
+    if runtime == "process":
+        assert "OOM-killed" in death.message  # from the backend's own memory cgroup
 
 
 def test_degradation_raises_a_full_survivor_then_restores_it(fleet):

@@ -130,6 +130,11 @@ class Runtime(Protocol):
         """Backends whose data (identity key) this runtime keeps, running or not."""
         ...
 
+    def oom_count(self, name: str) -> int | None:
+        """OOM kills counted by the kernel for this backend so far, where the runtime can read
+        them cheaply (process: its memory cgroup); None where OOMs arrive as events."""
+        ...
+
     def usage(self, pid: int) -> tuple[float | None, int | None]:
         """(cpu seconds, resident bytes) of a running backend, read cheaply (every tick)."""
         ...

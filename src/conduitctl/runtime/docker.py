@@ -304,6 +304,10 @@ class DockerRuntime:
             for line in lines:
                 yield line + "\n"
 
+    def oom_count(self, name: str) -> int | None:
+        """None: dockerd reports OOM kills as events and in State.OOMKilled instead."""
+        return None
+
     def usage(self, pid: int) -> tuple[float | None, int | None]:
         """From the container's cgroup files: no API call, no `docker stats`."""
         usage = usage_for_pid(pid)

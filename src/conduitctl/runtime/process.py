@@ -8,6 +8,7 @@ outlives the CLI that started it; the next command adopts it from these files.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -23,9 +24,11 @@ import psutil
 
 from conduitctl.errors import BadInput, ConduitctlError, MissingDependency
 from conduitctl.runtime.base import BackendStatus, LaunchSpec, State
+from conduitctl.runtime.cgroup import BackendCgroup
 from conduitctl.runtime.shim import LOG_FILE, PID_FILE, read_state, write_json
 
 SPEC_FILE = "spec.json"
+log = logging.getLogger(__name__)
 
 
 def program_for(spec: LaunchSpec) -> list[str]:
@@ -101,12 +104,16 @@ class ProcessRuntime:
         state = read_state(directory)
         spec = _read_json(directory / SPEC_FILE)
         proc = self._live_process(directory)
+        oom_kills = BackendCgroup(self.cluster, name).oom_kills()
         common = dict(
             name=name,
             index=index,
             restart_count=int(spec.get("restart_count", 0)),
             config_hash=spec.get("config_hash"),
             exit_code=state.get("exit_code"),
+            oom_killed=proc is None
+            and oom_kills is not None
+            and oom_kills > int(spec.get("oom_baseline", 0)),
         )
         if proc is None:
             return BackendStatus(state=State.STOPPED, **common)  # type: ignore[arg-type]
@@ -130,6 +137,10 @@ class ProcessRuntime:
             rss_bytes=rss,
             **common,  # type: ignore[arg-type]
         )
+
+    def oom_count(self, name: str) -> int | None:
+        """OOM kills so far in the backend's memory cgroup (None: it has none)."""
+        return BackendCgroup(self.cluster, name).oom_kills()
 
     def usage(self, pid: int) -> tuple[float | None, int | None]:
         try:
@@ -156,6 +167,10 @@ class ProcessRuntime:
             self.stop(spec.name)  # the config changed: replace it, keeping its data
         restarts = int(previous.get("restart_count", -1)) + 1 if previous else 0
         argv = program_for(spec) + spec.argv(str(data.absolute()))
+        cgroup = BackendCgroup(self.cluster, spec.name)
+        why_not = cgroup.create(spec.backend.memory_bytes)
+        if why_not:
+            log.warning("%s runs without a memory limit: %s", spec.name, why_not)
         write_json(
             directory / SPEC_FILE,
             {
@@ -164,6 +179,8 @@ class ProcessRuntime:
                 "argv": argv,
                 "restart_count": restarts,
                 "created_at": previous.get("created_at", time.time()),
+                "cgroup": None if why_not else str(cgroup.path),
+                "oom_baseline": cgroup.oom_kills() or 0,  # OOM kills before this start
             },
         )
         (directory / PID_FILE).unlink(missing_ok=True)
@@ -180,6 +197,7 @@ class ProcessRuntime:
             str(h.log_max_files),
             "--nofile",
             str(h.nofile),
+            *([] if why_not else ["--cgroup-procs", str(cgroup.procs)]),
             "--",
             *argv,
         ]
@@ -230,6 +248,7 @@ class ProcessRuntime:
     def remove(self, name: str, purge: bool = False) -> None:
         self.stop(name)
         directory = self._dir(name)
+        BackendCgroup(self.cluster, name).remove()
         if purge:
             shutil.rmtree(directory, ignore_errors=True)
             return

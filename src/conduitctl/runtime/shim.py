@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-bytes", type=int, default=10 * 1024 * 1024)
     parser.add_argument("--backups", type=int, default=3)
     parser.add_argument("--nofile", type=int, default=0)
+    parser.add_argument("--cgroup-procs", type=Path, default=None)
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -82,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     def limits() -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)  # ignored dispositions survive exec: undo ours
+        if args.cgroup_procs is not None:
+            try:  # "0": the writing process itself, i.e. the backend-to-be
+                with open(args.cgroup_procs, "w") as procs:
+                    procs.write("0")
+            except OSError:
+                pass  # no limit is better than no backend
         if args.nofile:
             hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
             target = args.nofile if hard == resource.RLIM_INFINITY else min(args.nofile, hard)

@@ -70,6 +70,7 @@ class Slot:
     rss: int | None = None
     values: dict[str, float] = field(default_factory=dict)
     max_override: int | None = None  # raised max clients while the fleet is degraded
+    oom_baseline: int | None = None  # the runtime's OOM count when it last started
 
     @property
     def name(self) -> str:
@@ -238,6 +239,7 @@ class Supervisor:
         )
 
     def _watch(self, slot: Slot) -> None:
+        slot.oom_baseline = self.runtime.oom_count(slot.name)
         if self.pid_watcher is not None and slot.pid:
             self.pid_watcher.watch(slot.name, slot.pid)
 
@@ -266,6 +268,13 @@ class Supervisor:
         slot.running = False
         slot.pid = None
         slot.health = dead(slot.health, now, "died")
+        count = self.runtime.oom_count(slot.name)  # read now: a restart moves the baseline
+        if count is not None and slot.oom_baseline is not None and count > slot.oom_baseline:
+            detail = {**detail, "oom": True}
+            slot.oom_kills += count - slot.oom_baseline
+            slot.oom_baseline = count
+            self.emit(EventKind.OOM, slot.name, f"{slot.name} was killed by the OOM killer",
+                      ts=now)  # fmt: skip
         self.wake.set()  # act now, not at the next probe
         with contextlib.suppress(RuntimeError):  # no loop: record it right away
             asyncio.get_running_loop().call_later(
@@ -280,7 +289,7 @@ class Supervisor:
         with contextlib.suppress(Exception):
             status = self.runtime.status(name)  # type: ignore[attr-defined]
             code = status.exit_code if code is None else code
-        oom = bool(status and status.oom_killed)
+        oom = bool(detail.get("oom") or (status and status.oom_killed))
         reason = "OOM-killed" if oom else f"exit code {code}" if code is not None else "exited"
         slot = self.slots.get(name)
         if slot is not None and slot.health.healthy is False:
