@@ -109,8 +109,11 @@ def test_hung_backend_is_taken_out_and_restarted(fleet):
 def test_dead_front_is_restarted(fleet):
     config = fleet("svf")
     front = cli_json("status", "--config", str(config))["front"]
+    killed_at = time.time()
     os.kill(front["pid"], signal.SIGKILL)
     wait_for(lambda: first(events_of(config), "front_restart"), 10, "the front restarted")
+    down = first(events_of(config), "front_down", after=killed_at)
+    assert down is not None and down.ts - killed_at < 0.25  # a pidfd event, not the next tick
 
     def serving() -> bool:
         status = cli_json("status", "--config", str(config))["front"]

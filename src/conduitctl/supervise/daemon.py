@@ -48,6 +48,7 @@ from conduitctl.supervise.watch import DockerEventWatcher, PidWatcher
 log = logging.getLogger(__name__)
 
 STATE_FILE = "daemon-state.json"
+FRONT_WATCH = "front"  # the front master's pidfd, in its own watcher
 PID_FILE = "daemon.pid"
 DEATH_DETAIL_DELAY_S = 0.3  # the shim / dockerd record the exit code within this
 STOP_TIMEOUT_S = 3.0  # a hung backend gets this long to exit on SIGTERM before SIGKILL
@@ -137,6 +138,7 @@ class Supervisor:
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
         self.pid_watcher: PidWatcher | None = None
+        self.front_watcher: PidWatcher | None = None
         self.docker_watcher: DockerEventWatcher | None = None
         self.ticks = 0
         self.holds: set[str] = set()
@@ -325,7 +327,10 @@ class Supervisor:
         kind = self.settings.front.kind
         if kind == "none":
             return FrontView(kind="none", running=False, listening=False)
-        running = self.front.pid() is not None
+        pid = self.front.pid()
+        running = pid is not None
+        if pid is not None and self.front_watcher is not None:
+            self.front_watcher.watch(FRONT_WATCH, pid)  # its death wakes the loop at once
         listening = running
         self.front_queues = {}
         if running and self.queue_reader is not None:
@@ -576,6 +581,7 @@ class Supervisor:
         self.load_state()
         if self.settings.cluster.runtime == "process":
             self.pid_watcher = PidWatcher(loop, self.on_process_exit)
+        self.front_watcher = PidWatcher(loop, lambda _name, _detail: self.wake.set())
         self.adopt()
         if self.settings.cluster.runtime == "docker":
             client = getattr(self.runtime, "client", None)
@@ -601,8 +607,9 @@ class Supervisor:
                 for waiter in waiters:
                     waiter.cancel()
         finally:
-            if self.pid_watcher:
-                self.pid_watcher.close()
+            for watcher in (self.pid_watcher, self.front_watcher):
+                if watcher is not None:
+                    watcher.close()
             if self.docker_watcher:
                 self.docker_watcher.close()
             self.save_state()
