@@ -182,22 +182,43 @@ def test_no_supervisor_no_drill(tmp_path, free_block):
         run_chaos(load_settings(config), config, "kill", 10, 4)
 
 
-@pytest.mark.docker
-def test_kill_a_docker_backend(tmp_path, free_block, sim_image):
+@pytest.fixture(scope="module")
+def docker_fleet(tmp_path_factory: pytest.TempPathFactory, sim_image: str) -> Iterator[Path]:
+    """Three simulator containers behind nginx, supervised."""
+    directory = tmp_path_factory.mktemp("chaosd")
     config = write_config(
-        tmp_path / "chd",
-        free_block(140),
+        directory / "chd",
+        find_free_block(140),
         name="chd",
         containers=3,
         runtime="docker",
         image=sim_image,
         extra=FAST_HEALTH,
     )
-    try:
-        cli("up", "--config", str(config))
-        report = drill(config, "kill")
-        assert report.recovered, report.notes
-        assert report.time_to_front_out_s is not None and report.time_to_front_out_s < 1.0
-        no_failed_connects(report)
-    finally:
-        cli("down", "--purge", "--config", str(config), check=False)
+    cli("up", "--config", str(config))
+    yield config
+    cli("down", "--purge", "--config", str(config), check=False)
+
+
+@pytest.mark.docker
+def test_kill_a_docker_backend(docker_fleet):
+    report = drill(docker_fleet, "kill")
+    assert report.recovered, report.notes
+    assert report.time_to_front_out_s is not None and report.time_to_front_out_s < 1.0
+    no_failed_connects(report)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_hang_a_docker_backend(docker_fleet):
+    report = drill(docker_fleet, "hang")
+    assert report.recovered, report.notes
+    (victim,) = report.per_victim
+    assert victim.detected_by == "unhealthy" and victim.restarts >= 1
+
+
+@pytest.mark.docker
+def test_front_restart_in_front_of_docker_backends(docker_fleet):
+    report = drill(docker_fleet, "front-restart", duration=6.0)
+    assert report.recovered, report.notes
+    assert report.connections_failed == 0 and report.sessions_dropped == 0
