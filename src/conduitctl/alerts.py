@@ -152,7 +152,7 @@ RULES: dict[RuleName, Rule] = {
         Rule(
             RuleName.FRONT_DOWN,
             Severity.CRITICAL,
-            10.0,
+            0.0,  # the single point of failure: say so at once, even when restarted within a tick
             Scope.GLOBAL,
             "front is down: {detail}",
             "the front (nginx/haproxy) is not running, or not every listener accepts",

@@ -114,6 +114,8 @@ def test_dead_front_is_restarted(fleet):
     wait_for(lambda: first(events_of(config), "front_restart"), 10, "the front restarted")
     down = first(events_of(config), "front_down", after=killed_at)
     assert down is not None and down.ts - killed_at < 0.25  # a pidfd event, not the next tick
+    fired = wait_for(lambda: first(events_of(config), "alert_fired", after=killed_at), 5, "alert")
+    assert "front" in fired.message
 
     def serving() -> bool:
         status = cli_json("status", "--config", str(config))["front"]

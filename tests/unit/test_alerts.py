@@ -478,9 +478,15 @@ def test_crash_loop_mutes_backend_down_of_the_same_backend_only() -> None:
 
 
 def test_inhibition_needs_the_source_firing_not_pending() -> None:
-    # front_down for_s (10 s) < backend_down (30 s); at 0 s both are pending
-    state, _ = evaluate(AlertState(), FRONT_DOWN + down("c-1"), now=0.0)
+    # all_backends_down for_s (10 s) < backend_down (30 s); at 0 s both are pending
+    all_down = [Condition(RuleName.ALL_BACKENDS_DOWN, (), None, "0 of 1 healthy")]
+    state, _ = evaluate(AlertState(), all_down + down("c-1"), now=0.0)
     assert not any(a.inhibited for a in active_alerts(state))
+
+
+def test_front_down_fires_at_once() -> None:
+    _, transitions = evaluate(AlertState(), FRONT_DOWN, now=0.0)
+    assert [t.kind for t in transitions] == [TransitionKind.FIRED]
 
 
 # --- grouping and dedup -----------------------------------------------------------------------
