@@ -64,6 +64,13 @@ def no_failed_connects(report: ChaosReport) -> None:
     assert report.connections_failed <= 2, report.failed_by_reason
 
 
+def events_since(config: Path, since: float, backend: str) -> list:
+    from conduitctl.store import Store
+
+    with Store(config.parent / "state/history.db") as store:
+        return store.events(since=since, backend=backend)
+
+
 def chaos_nft_tables() -> list[str]:
     listing = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True)
     return chaos_tables(listing.stdout)
@@ -154,6 +161,15 @@ def test_packet_loss_is_applied_then_always_removed(fleet):
     assert report.recovered, report.notes
 
 
+def test_oom_one_backend_through_the_simulators_leak(fleet):
+    report = drill(fleet, "oom", duration=10.0)
+    assert report.recovered, report.notes
+    (victim,) = report.per_victim
+    assert victim.detected_by in ("oom", "death") and victim.restarts >= 1
+    events = events_since(fleet, report.t_fault - 10, victim.name)
+    assert any(e.kind.value == "oom" for e in events)
+
+
 def test_cpu_burn_is_bounded_and_the_burner_gone(fleet):
     report = drill(fleet, "cpu", duration=5.0, fault_s=3.0)
     burner = re.search(r"pid (\d+)", report.fault)
@@ -215,6 +231,13 @@ def test_hang_a_docker_backend(docker_fleet):
     assert report.recovered, report.notes
     (victim,) = report.per_victim
     assert victim.detected_by == "unhealthy" and victim.restarts >= 1
+
+
+@pytest.mark.docker
+def test_oom_a_docker_backend(docker_fleet):
+    report = drill(docker_fleet, "oom", duration=10.0)
+    assert report.recovered, report.notes
+    assert report.per_victim[0].restarts >= 1
 
 
 @pytest.mark.docker

@@ -47,7 +47,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,8 @@ SCENARIOS: Mapping[str, str] = {
     "kill": "SIGKILL one random backend",
     "kill-many": "SIGKILL 25 % of the backends (at least 2, never all) at once",
     "hang": "SIGUSR1 one simulator backend: alive but answering nothing",
-    "oom": "wait for the next OOM kill of a leaking docker backend (--leak-mb-per-s)",
+    "oom": "recreate one backend leaking memory until the OOM killer strikes; the supervisor "
+    "restarts it clean",
     "front-restart": "SIGKILL the front's master process",
     "loss": "drop a share of loopback packets to and from the backends' ports (nftables)",
     "cpu": "keep one host core busy in a child process",
@@ -137,21 +138,18 @@ def check_fleet(scenario: str, settings: Settings, load: int) -> None:
             f"--scenario hang needs the sim profile (it hangs on SIGUSR1); workload.profile "
             f"{settings.workload.profile!r} has no such signal"
         )
-    if scenario == "oom":
-        leaking = any(arg.startswith("--leak-mb-per-s") for arg in settings.workload.extra_args)
-        if settings.cluster.runtime != "docker" or not leaking:
-            raise BadInput(
-                "--scenario oom is unsupported on this fleet: it needs the docker runtime (a "
-                'memory limit) and a simulator that leaks (workload.extra_args = ["--leak-mb-'
-                'per-s", "20"]); conduitctl cannot make a running backend leak'
-            )
+    if scenario == "oom" and settings.workload.profile != "sim":
+        raise BadInput(
+            f"--scenario oom needs the sim profile (it leaks on --leak-mb-per-s); workload."
+            f"profile {settings.workload.profile!r} cannot be made to leak"
+        )
 
 
 def victim_count(scenario: str, backends: int) -> int:
     """How many backends the scenario hits: kill-many 25 % (at least 2, never all)."""
     if scenario == "kill-many":
         return max(0, min(backends - 1, max(2, math.ceil(backends * 0.25))))
-    if scenario in ("kill", "hang"):
+    if scenario in ("kill", "hang", "oom"):
         return min(1, backends)
     return 0
 
@@ -941,23 +939,68 @@ class HostPressure(Fault):
             self.child = None
 
 
+class LeakOne(Fault):
+    """Recreate one simulator with `--leak-mb-per-s` (its identity key kept), held from the
+    supervisor while it is replaced; the fault is the OOM kill that follows. The supervisor's
+    restart uses the configured spec, without the leak: that is the recovery."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: Any,
+        victim: str,
+        store: Store,
+        timeout: float,
+        aborted: Callable[[], bool],
+    ) -> None:
+        super().__init__([victim])
+        self.settings = settings
+        self.runtime = runtime
+        self.victim = victim
+        self.waiter = AwaitOom(store, time.time(), timeout, aborted, only=victim)
+        self.at: float | None = None
+
+    def inject(self) -> str:
+        from conduitctl.ops.holds import holding
+        from conduitctl.runtime.base import launch_specs
+
+        spec = next(s for s in launch_specs(self.settings) if s.name == self.victim)
+        # Fill the memory limit in about 4 s: fast enough for a drill, slow enough to serve.
+        rate = max(spec.backend.memory_bytes // (4 * 1024**2), 8)
+        leaking = replace(spec, extra_args=(*spec.extra_args, "--leak-mb-per-s", str(rate)))
+        self.waiter.since = time.time()
+        with holding(self.settings.state_dir, [self.victim], seconds=30):
+            self.runtime.start(leaking)
+        what = self.waiter.inject()
+        self.at = self.waiter.at
+        return f"{self.victim} recreated leaking {rate} MB/s; {what}"
+
+
 class AwaitOom(Fault):
     """Nothing to inject: the fleet leaks by its own flags; the fault is the next OOM kill."""
 
     def __init__(
-        self, store: Store, since: float, timeout: float, aborted: Callable[[], bool]
+        self,
+        store: Store,
+        since: float,
+        timeout: float,
+        aborted: Callable[[], bool],
+        only: str | None = None,
     ) -> None:
         super().__init__([])
         self.store = store
         self.since = since
         self.timeout = timeout
         self.aborted = aborted
+        self.only = only
         self.at: float | None = None
 
     def inject(self) -> str:
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline and not self.aborted():
             for e in self.store.events(since=self.since, kinds={EventKind.OOM, EventKind.DEATH}):
+                if self.only is not None and e.backend != self.only:
+                    continue
                 if e.backend and (e.kind == EventKind.OOM or e.data.get("oom")):
                     self.victims = [e.backend]
                     self.at = e.ts
@@ -1123,7 +1166,10 @@ class Drill:
             assert self.timed_s is not None
             return HostPressure(scenario, self.timed_s)
         assert self.store is not None
-        return AwaitOom(self.store, time.time(), self.timeout_s, self.abort.is_set)
+        victim = pick_victims(self.names, 1, self.rng)[0]
+        return LeakOne(
+            self.settings, self.runtime, victim, self.store, self.timeout_s, self.abort.is_set
+        )
 
     # --- the run (async) ---------------------------------------------------------------
 
@@ -1221,7 +1267,7 @@ class Drill:
         t_fault = time.time()
         self.cleanups.add(f"undo {self.scenario}", fault.undo)
         text = await asyncio.to_thread(fault.inject)
-        if isinstance(fault, AwaitOom) and fault.at is not None:
+        if isinstance(fault, AwaitOom | LeakOne) and fault.at is not None:
             t_fault = fault.at  # the kernel's kill is the fault
         elif self.timed_s is not None:
             t_fault = time.time()  # in place (a gigabyte takes a moment to allocate)
