@@ -234,6 +234,22 @@ def test_hang_a_docker_backend(docker_fleet):
 
 
 @pytest.mark.docker
+def test_kill_many_docker_backends(docker_fleet):
+    report = drill(docker_fleet, "kill-many", duration=6.0)
+    assert report.recovered, report.notes
+    assert len(report.victims) == 2
+    no_failed_connects(report)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_packet_loss_on_a_docker_fleet_is_removed_afterwards(docker_fleet):
+    report = drill(docker_fleet, "loss", fault_s=3.0)
+    assert chaos_nft_tables() == []
+    assert report.recovered, report.notes
+
+
+@pytest.mark.docker
 def test_oom_a_docker_backend(docker_fleet):
     report = drill(docker_fleet, "oom", duration=10.0)
     assert report.recovered, report.notes
