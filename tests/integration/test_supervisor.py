@@ -292,3 +292,36 @@ def test_degradation_raises_a_full_survivor_then_restores_it(fleet):
     restored = wait_for(lambda: first(events_of(config), "restore"), 30, "the restore")
     assert restored.backend == raised.backend and restored.data["to"] == 100
     wait_for(lambda: max_clients(raised.backend) == 100, 15, "the configured max again")
+
+
+def test_alerts_test_sends_to_every_notifier_and_fails_on_a_dead_one(tmp_path, webhook, free_port):
+    config = write_config(tmp_path / "sat", free_port(), name="sat", containers=1)
+    dead = free_port()  # nothing listens there
+    text = config.read_text() + (
+        "\n[alerts]\nnotifiers = ["
+        f'"json://127.0.0.1:{webhook.port}/hook", "json://127.0.0.1:{dead}/hook"]\n'
+    )
+    config.write_text(text)
+    result = cli("alerts", "test", "--json", "--config", str(config), check=False)
+    assert result.returncode == 1  # one of two failed
+    outcome = json.loads(result.stdout)
+    assert [r["ok"] for r in outcome] == [True, False]
+    assert all(r["target"] == "json://***" for r in outcome)  # secrets never printed
+    post = wait_for(lambda: webhook.posts, 10, "the test message")
+    assert "test alert" in json.dumps(post[0]).lower()
+
+
+def test_events_and_history_commands(fleet):
+    config = fleet("seh", containers=2)
+    time.sleep(2)  # a few ticks
+    events = cli_json("events", "--config", str(config), "--since", "10m")
+    assert events[0]["kind"] == "daemon_start"
+    deaths = cli_json("events", "--config", str(config), "--kind", "death")
+    assert deaths == []
+    points = cli_json("history", "--config", str(config), "--backend", "seh-1", "--since", "5m")
+    assert points and points[-1]["series"] == "seh-1"
+    assert points[-1]["values"]["running"] == 1
+    host = cli_json("history", "--config", str(config), "--backend", "host", "--since", "5m")
+    assert host and host[-1]["values"]["mem_total_bytes"] > 0
+    bad = cli("events", "--config", str(config), "--since", "yesterday", check=False)
+    assert bad.returncode == 2 and "--since" in bad.stderr
