@@ -656,6 +656,50 @@ def restart(
         out.print(f"restarted {name} in {elapsed:.1f}s")
 
 
+@app.command()
+def drain(
+    name: Annotated[str, typer.Argument(help="backend name, e.g. conduit-3")],
+    timeout: Annotated[
+        float, typer.Option(help="seconds to wait for its sessions to end", min=0)
+    ] = 300.0,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Out of the front for new connections, wait for its sessions to end, then stop it."""
+    from conduitctl.ops.drain import drain as drain_backend
+
+    settings, _, runtime, front = _fleet(config)
+    result = drain_backend(
+        settings, runtime, front, name, timeout=timeout, progress=_progress(as_json)
+    )
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        ended = "timeout" if result.timed_out else "all sessions ended"
+        out.print(
+            f"drained {name} in {result.waited_s:.1f}s ({ended}; {result.sessions_at_start} "
+            f"sessions at the start, {result.sessions_left} left); `conduitctl undrain {name}` "
+            "brings it back"
+        )
+
+
+@app.command()
+def undrain(
+    name: Annotated[str, typer.Argument(help="backend name, e.g. conduit-3")],
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start a drained backend and put it back into the front."""
+    from conduitctl.ops.drain import undrain as undrain_backend
+
+    settings, _, runtime, front = _fleet(config)
+    undrain_backend(settings, runtime, front, name, progress=_progress(as_json))
+    if as_json:
+        emit_json({"undrained": name})
+    else:
+        out.print(f"{name} is back in the front")
+
+
 # --- the supervisor -----------------------------------------------------------------------
 
 

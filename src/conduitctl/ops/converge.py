@@ -93,8 +93,16 @@ def up(
     progress: Progress = _quiet,
 ) -> UpResult:
     started = time.monotonic()
+    from conduitctl.ops.drain import drained
+
     specs = launch_specs(settings)
-    actions = plan_backends(specs, runtime.backends())
+    out = drained(settings.state_dir)  # the operator drained them: they stay stopped
+    actions = [
+        Action(ActionKind.KEEP, a.name, "drained (conduitctl undrain brings it back)", a.spec)
+        if a.name in out and a.kind == ActionKind.START
+        else a
+        for a in plan_backends(specs, runtime.backends())
+    ]
     if dry_run:
         return UpResult(actions, "unchanged", any(a.changes for a in actions), 0.0)
 
@@ -122,7 +130,7 @@ def up(
             )
     front_result = "none"
     if settings.front.kind != "none":
-        front_result = front.apply()
+        front_result = front.apply(frozenset(out))
         if front_result != "unchanged":
             progress(f"front {settings.front.kind} {front_result}")
     # Extra backends leave the front (above) before they are removed.

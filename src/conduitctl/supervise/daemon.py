@@ -29,6 +29,7 @@ from conduitctl.observe.model import (
     HostObservation,
     Tick,
 )
+from conduitctl.ops.drain import drained
 from conduitctl.ops.holds import held
 from conduitctl.runtime.base import LaunchSpec, Runtime, State, launch_specs
 from conduitctl.settings import MAX_CLIENTS_ANY_PROFILE, MAX_CLIENTS_CEILING, Settings
@@ -142,6 +143,7 @@ class Supervisor:
         self.docker_watcher: DockerEventWatcher | None = None
         self.ticks = 0
         self.holds: set[str] = set()
+        self.drained: set[str] = set()
         self.last_tick: Tick | None = None
         self._work = asyncio.Lock()
 
@@ -351,7 +353,7 @@ class Supervisor:
             else:
                 self.down.discard(action.name)
         if front_changes:
-            how = await asyncio.to_thread(self.front.set_down, frozenset(self.down))
+            how = await asyncio.to_thread(self.front.set_down, self.front_down())
             self.front_reloads += how == "reloaded"
             for action in front_changes:
                 kind = EventKind.FRONT_OUT if action.kind == Kind.FRONT_OUT else EventKind.FRONT_IN
@@ -436,7 +438,7 @@ class Supervisor:
             to=change.max_clients,
         )
         self.down.add(slot.name)
-        await asyncio.to_thread(self.front.set_down, frozenset(self.down))
+        await asyncio.to_thread(self.front.set_down, self.front_down())
         if self.pid_watcher is not None:
             self.pid_watcher.forget(slot.name)
         status = await asyncio.to_thread(self._restart_blocking, slot.effective_spec)
@@ -459,7 +461,7 @@ class Supervisor:
             if self.front.pid() is not None:  # alive but deaf: replace it
                 self.front.stop(timeout=2)
             # A dead master's workers are retired once the new one listens (no refusals).
-            return self.front.apply(frozenset(self.down))
+            return self.front.apply(self.front_down())
 
         try:
             result = await asyncio.to_thread(blocking)
@@ -489,7 +491,8 @@ class Supervisor:
                 if slot.health.healthy:
                     slot.restart = record_stable(self.policy, slot.restart, slot.health.since, now)
             self.refresh_liveness()
-            holds = held(self.state_dir, now)
+            self.drained = drained(self.state_dir)  # the operator's: out, not restarted
+            holds = held(self.state_dir, now) | self.drained
             released = self.holds - holds
             self.holds = holds
             if released:  # an operator command finished with them: re-read their state
@@ -569,6 +572,10 @@ class Supervisor:
                 },
             ),
         )
+
+    def front_down(self) -> frozenset[str]:
+        """Out of the front: what the supervisor took out, and what the operator drained."""
+        return frozenset(self.down | self.drained)
 
     def listener_ports(self) -> dict[str, int]:
         """TCP listener label ("tcp:443") -> port, as the metrics and alerts name them."""
