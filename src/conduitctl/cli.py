@@ -637,23 +637,49 @@ def scale(
 
 @app.command()
 def restart(
-    name: Annotated[str, typer.Argument(help="backend name, e.g. conduit-1")],
+    name: Annotated[str | None, typer.Argument(help="backend name, e.g. conduit-1")] = None,
+    graceful: Annotated[
+        bool, typer.Option(help="drain first: no session is cut (within --timeout)")
+    ] = False,
+    all_backends: Annotated[
+        bool, typer.Option("--all", help="every backend, one at a time (rolling, graceful)")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option(help="graceful: seconds to wait for sessions to end", min=0)
+    ] = 300.0,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Stop and start one backend; its data (identity key) is kept."""
+    """Restart one backend (or --all, rolling); its data (identity key) is kept."""
     from conduitctl.ops.converge import restart as converge_restart
+    from conduitctl.ops.drain import graceful_restart, rolling_restart
     from conduitctl.ops.holds import holding
 
-    settings, _, runtime, _ = _fleet(config)
+    if (name is None) == (not all_backends):
+        raise BadInput("restart takes a backend name or --all (not both, not neither)")
+    settings, _, runtime, front = _fleet(config)
     started = time.monotonic()
-    with holding(settings.state_dir, [name]):
-        converge_restart(settings, runtime, name, progress=_progress(as_json))
+    restarted: list[str] = []
+    if all_backends:
+        results = rolling_restart(
+            settings, runtime, front, timeout=timeout, progress=_progress(as_json)
+        )
+        restarted = [r.name for r in results]
+    elif graceful:
+        assert name is not None
+        graceful_restart(settings, runtime, front, name, timeout=timeout,
+                         progress=_progress(as_json))  # fmt: skip
+        restarted = [name]
+    else:
+        assert name is not None
+        with holding(settings.state_dir, [name]):
+            converge_restart(settings, runtime, name, progress=_progress(as_json))
+        restarted = [name]
     elapsed = time.monotonic() - started
     if as_json:
-        emit_json({"restarted": name, "elapsed_s": round(elapsed, 2)})
+        emit_json({"restarted": restarted, "elapsed_s": round(elapsed, 2)})
     else:
-        out.print(f"restarted {name} in {elapsed:.1f}s")
+        out.print(f"restarted {', '.join(restarted)} in {elapsed:.1f}s")
 
 
 @app.command()

@@ -53,3 +53,43 @@ def test_drain_drops_no_live_session_then_undrain(kind, tmp_path, free_block):
         assert victim in seen
     finally:
         cli("down", "--purge", "--config", str(config), check=False)
+
+
+def test_rolling_restart_keeps_all_but_one_serving(tmp_path, free_block):
+    base = free_block(140)
+    config = write_config(tmp_path, base, name="rr", containers=4)
+    try:
+        cli("up", "--config", str(config))
+        before = {
+            b["name"]: b["pid"] for b in cli_json("status", "--config", str(config))["backends"]
+        }
+        serving: list[int] = []
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                rows = cli_json("status", "--config", str(config))["backends"]
+                serving.append(
+                    sum(b["state"] == "running" and b["health"] == "healthy" for b in rows)
+                )
+                time.sleep(0.2)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        reports: list[LoadReport] = []
+        spec = LoadSpec("127.0.0.1", base, clients=200, duration_s=10, rate_kbps=8, ramp_s=9)
+        load = threading.Thread(target=lambda: reports.append(asyncio.run(run_load(spec))))
+        load.start()
+        result = cli_json("restart", "--all", "--timeout", "1", "--config", str(config))
+        done.set()
+        sampler.join(10)
+        load.join(30)
+        assert result["restarted"] == ["rr-1", "rr-2", "rr-3", "rr-4"]
+        after = {
+            b["name"]: b["pid"] for b in cli_json("status", "--config", str(config))["backends"]
+        }
+        assert all(after[n] != before[n] for n in before)  # every one was restarted
+        assert serving and min(serving) >= 3  # never more than one out at a time
+        assert reports[0].failed == 0  # new connections kept landing on the others
+    finally:
+        cli("down", "--purge", "--config", str(config), check=False)

@@ -117,3 +117,38 @@ def undrain(
     front.set_down(frozenset(marked))
     _write(settings.state_dir, marked)
     progress(f"{name} back in the front")
+
+
+def graceful_restart(
+    settings: Settings,
+    runtime: Runtime,
+    front: Front,
+    name: str,
+    *,
+    timeout: float = 300.0,
+    progress: Callable[[str], None] = lambda _: None,
+) -> DrainResult:
+    """Drain (no session cut within `timeout`), then start and put back: the data is kept."""
+    result = drain(settings, runtime, front, name, timeout=timeout, progress=progress)
+    undrain(settings, runtime, front, name, progress=progress)
+    return result
+
+
+def rolling_restart(
+    settings: Settings,
+    runtime: Runtime,
+    front: Front,
+    *,
+    timeout: float = 300.0,
+    progress: Callable[[str], None] = lambda _: None,
+) -> list[DrainResult]:
+    """Every backend, one at a time, each healthy and back in the front before the next;
+    stops at the first one that does not come back (the error names it)."""
+    results = []
+    names = settings.backend_names()
+    for i, name in enumerate(names, start=1):
+        progress(f"[{i}/{len(names)}] {name}")
+        results.append(
+            graceful_restart(settings, runtime, front, name, timeout=timeout, progress=progress)
+        )
+    return results
