@@ -914,6 +914,93 @@ def alerts_test(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         raise CheckFailed(f"{sum(not r.ok for r in results)} of {len(results)} notifiers failed")
 
 
+# --- preflight ------------------------------------------------------------------------------
+
+
+@app.command()
+def preflight(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """The pre-deployment checklist; backs up conduit.toml to STATE_DIR/backups."""
+    from conduitctl.ops.preflight import run_preflight
+
+    settings, path = _load(config)
+    report = run_preflight(settings, path)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        style = {"pass": "green", "warn": "yellow", "fail": "bold red"}
+        table = Table(title=f"preflight: {path}", title_justify="left")
+        for column in ("check", "status", "detail", "fix"):
+            table.add_column(column, overflow="fold")
+        for c in report.checks:
+            table.add_row(c.name, f"[{style[c.status]}]{c.status}[/]", c.detail, c.fix)
+        out.print(table)
+        counts = report.counts()
+        out.print(f"{counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail")
+    if not report.ok:
+        failed = [c.name for c in report.checks if c.status == "fail"]
+        raise CheckFailed(f"preflight: {len(failed)} check(s) failed: {', '.join(failed)}")
+
+
+# --- identity keys --------------------------------------------------------------------------
+
+keys_app = typer.Typer(
+    help="Back up and restore the stations' identity keys (conduit_key.json).",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app, name="keys")
+
+
+def _print_keys(report: Any) -> None:
+    out.print(f"{report.action}: {report.directory}", highlight=False)
+    for e in report.entries:
+        digest = f"  sha256 {e.sha256[:16]}" if e.sha256 else ""
+        kept = f"  (old key kept in {e.saved_old})" if e.saved_old else ""
+        out.print(f"  {e.backend:12} {e.status.value}{digest}{kept}", highlight=False)
+
+
+@keys_app.command("backup")
+def keys_backup(
+    directory: Annotated[
+        Path | None, typer.Argument(help="where backups go (default: STATE_DIR/keys)")
+    ] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy every backend's key to DIR/<timestamp>/ (0600) and verify each copy."""
+    from conduitctl.ops.keys import backup
+
+    settings, _ = _load(config)
+    report = backup(settings, directory)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        _print_keys(report)
+
+
+@keys_app.command("restore")
+def keys_restore(
+    directory: Annotated[
+        Path | None,
+        typer.Argument(help="a backup, or a directory of them (newest; default STATE_DIR/keys)"),
+    ] = None,
+    backend: Annotated[str | None, typer.Option(help="restore this backend only")] = None,
+    force: Annotated[
+        bool, typer.Option(help="replace a different key (the old one is kept aside)")
+    ] = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the keys of the newest backup back into the stopped backends' data."""
+    from conduitctl.ops.keys import restore
+
+    settings, _ = _load(config)
+    report = restore(settings, directory, backend=backend, force=force)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        _print_keys(report)
+
+
 # --- drills -------------------------------------------------------------------------------
 
 

@@ -157,3 +157,21 @@ def test_import_settings_missing_file(tmp_path):
 
 def test_version_json():
     assert json.loads(run("version", "--json").stdout)["version"]
+
+
+def test_preflight_fails_cleanly_when_a_front_port_is_taken(tmp_path, free_block):
+    import socket
+
+    from fleet_helpers import write_config
+
+    base = free_block(140)
+    config = write_config(tmp_path, base, name="pft", containers=2)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", base))  # the front's listener port
+        taken.listen()
+        result = run("preflight", "--config", str(config))
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("error: preflight:")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert str(base) in result.stdout
+    assert list((tmp_path / "state/backups").iterdir())  # the settings were backed up

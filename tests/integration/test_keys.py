@@ -1,0 +1,147 @@
+"""Identity key backup and restore against a real fleet (processes, and docker volumes)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import stat
+import time
+from pathlib import Path
+
+import pytest
+from fleet_helpers import cli, write_config
+
+from conduitctl.errors import BadInput
+from conduitctl.labels import volume_name
+from conduitctl.ops import keys
+from conduitctl.settings import Settings, load_settings
+from conduitctl.sim.keys import key_document, new_key
+
+
+def wait_keys(store: keys.KeyStore, names: list[str], timeout: float = 15) -> dict[str, bytes]:
+    """Each backend writes its key a moment after it starts."""
+    deadline = time.monotonic() + timeout
+    found: dict[str, bytes] = {}
+    while time.monotonic() < deadline:
+        found = {n: data for n in names if (data := store.read(n)) is not None}
+        if len(found) == len(names):
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"keys never appeared: {sorted(set(names) - set(found))}")
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def process_fleet(tmp_path, free_block):
+    base = free_block(140)
+    config = write_config(tmp_path, base, name="kp", containers=2, front="none")
+    cli("up", "--no-daemon", "--config", str(config))
+    settings = load_settings(config)
+    yield config, settings
+    cli("down", "--purge", "--config", str(config), check=False)
+
+
+def key_path(settings: Settings, name: str) -> Path:
+    return settings.state_dir / "process" / name / "data" / "conduit_key.json"
+
+
+def test_backup_copies_are_private_and_match_the_manifest(process_fleet):
+    _, settings = process_fleet
+    originals = wait_keys(keys.store_for(settings), ["kp-1", "kp-2"])
+    report = keys.backup(settings)
+    assert [(e.backend, e.status) for e in report.entries] == [
+        ("kp-1", keys.Status.BACKED_UP),
+        ("kp-2", keys.Status.BACKED_UP),
+    ]
+    assert mode(report.directory) == 0o700
+    manifest = json.loads((report.directory / "manifest.json").read_text())
+    for name, data in originals.items():
+        copy = report.directory / f"{name}.conduit_key.json"
+        assert mode(copy) == 0o600
+        assert copy.read_bytes() == data
+        assert manifest["keys"][name] == hashlib.sha256(data).hexdigest()
+
+
+def test_restore_brings_back_a_deleted_key_byte_identical(process_fleet):
+    config, settings = process_fleet
+    originals = wait_keys(keys.store_for(settings), ["kp-1", "kp-2"])
+    keys.backup(settings)
+    # a running backend is never written to
+    key_path(settings, "kp-2").unlink()
+    with pytest.raises(BadInput, match=r"kp-2 is running.*conduitctl down"):
+        keys.restore(settings)
+    cli("down", "--config", str(config))
+    assert keys.would_regenerate(settings) == ["kp-2"]
+    report = keys.restore(settings)
+    statuses = {e.backend: e.status for e in report.entries}
+    assert statuses == {"kp-1": keys.Status.UNCHANGED, "kp-2": keys.Status.RESTORED}
+    restored = key_path(settings, "kp-2")
+    assert restored.read_bytes() == originals["kp-2"] and mode(restored) == 0o600
+    assert keys.would_regenerate(settings) == []
+    # the backend starts with its restored identity and keeps it
+    cli("up", "--no-daemon", "--config", str(config))
+    assert wait_keys(keys.store_for(settings), ["kp-1", "kp-2"]) == originals
+
+
+def test_restore_over_a_different_key_needs_force(process_fleet):
+    config, settings = process_fleet
+    originals = wait_keys(keys.store_for(settings), ["kp-1", "kp-2"])
+    keys.backup(settings)
+    cli("down", "--config", str(config))
+    # another identity in kp-1's data (as if it had been recreated from scratch)
+    fresh = {"kp-1": key_document(new_key()).encode()}
+    key_path(settings, "kp-1").write_bytes(fresh["kp-1"])
+    with pytest.raises(BadInput, match=r"kp-1 already has a different key.*--force"):
+        keys.restore(settings)
+    assert key_path(settings, "kp-1").read_bytes() == fresh["kp-1"]  # untouched
+    report = keys.restore(settings, backend="kp-1", force=True)
+    (entry,) = report.entries
+    assert entry.status == keys.Status.REPLACED
+    assert key_path(settings, "kp-1").read_bytes() == originals["kp-1"]
+    assert entry.saved_old is not None and entry.saved_old.read_bytes() == fresh["kp-1"]
+
+
+@pytest.mark.docker
+def test_docker_keys_survive_a_purged_volume(tmp_path, free_block, sim_image):
+    import docker
+
+    base = free_block(140)
+    config = write_config(tmp_path, base, name="dkk", containers=2, runtime="docker", front="none")
+    try:
+        cli("up", "--no-daemon", "--config", str(config))
+        settings = load_settings(config)
+        names = ["dkk-1", "dkk-2"]
+        originals = wait_keys(keys.store_for(settings), names)
+        report = keys.backup(settings, tmp_path / "backups")
+        assert {e.backend for e in report.entries if e.status == keys.Status.BACKED_UP} == set(
+            names
+        )
+        cli("down", "--purge", "--config", str(config))
+        client = docker.from_env()
+        assert client.volumes.list(filters={"label": "io.conduitctl.cluster=dkk"}) == []
+        assert keys.would_regenerate(settings, backups=tmp_path / "backups") == names
+
+        restored = keys.restore(settings, tmp_path / "backups")
+        assert {e.status for e in restored.entries} == {keys.Status.RESTORED}
+        for name in names:
+            volume = client.volumes.get(volume_name("dkk", int(name[-1])))
+            assert volume.attrs["Labels"]["io.conduitctl.cluster"] == "dkk"
+            path = Path(volume.attrs["Mountpoint"]) / "conduit_key.json"
+            info = path.stat()
+            assert path.read_bytes() == originals[name]
+            assert (info.st_uid, info.st_gid, mode(path)) == (1000, 1000, 0o600)
+
+        # the containers start on the restored volumes and keep those identities
+        cli("up", "--no-daemon", "--config", str(config))
+        status = json.loads(cli("status", "--json", "--config", str(config)).stdout)
+        deadline = time.monotonic() + 15
+        while any(b["health"] != "healthy" for b in status["backends"]):
+            assert time.monotonic() < deadline, status
+            time.sleep(0.2)
+            status = json.loads(cli("status", "--json", "--config", str(config)).stdout)
+        assert wait_keys(keys.store_for(settings), names) == originals
+    finally:
+        cli("down", "--purge", "--config", str(config), check=False)
