@@ -393,6 +393,7 @@ def _converge(
     *,
     dry_run: bool = False,
     daemon: bool = True,
+    new_keys: bool = False,
     as_json: bool = False,
 ) -> tuple[Any, int | None]:
     """up's work, shared with scale: converge while holding the backends from the
@@ -405,7 +406,14 @@ def _converge(
     # restart what scale-down stops.
     names = set(settings.backend_names()) | {s.name for s in runtime.backends()}
     with holding(settings.state_dir, names):
-        result = converge_up(settings, runtime, front, dry_run=dry_run, progress=_progress(as_json))
+        result = converge_up(
+            settings,
+            runtime,
+            front,
+            dry_run=dry_run,
+            new_keys=new_keys,
+            progress=_progress(as_json),
+        )
     if dry_run or not daemon:
         return result, None
     if control.signal_daemon(settings.state_dir, signal.SIGHUP):
@@ -420,12 +428,23 @@ def up(
     config: ConfigOpt = None,
     dry_run: Annotated[bool, typer.Option(help="print the plan, change nothing")] = False,
     no_daemon: Annotated[bool, typer.Option(help="do not start the supervisor")] = False,
+    new_keys: Annotated[
+        bool,
+        typer.Option(help="start backends whose key is gone as new stations, backup or not"),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Converge the fleet and the front to conduit.toml (idempotent); start the supervisor."""
     settings, path, runtime, front = _fleet(config)
     result, daemon_pid = _converge(
-        settings, path, runtime, front, dry_run=dry_run, daemon=not no_daemon, as_json=as_json
+        settings,
+        path,
+        runtime,
+        front,
+        dry_run=dry_run,
+        daemon=not no_daemon,
+        new_keys=new_keys,
+        as_json=as_json,
     )
     if as_json:
         emit_json({**result.to_dict(), "dry_run": dry_run, "daemon_pid": daemon_pid})

@@ -145,3 +145,27 @@ def test_docker_keys_survive_a_purged_volume(tmp_path, free_block, sim_image):
         assert wait_keys(keys.store_for(settings), names) == originals
     finally:
         cli("down", "--purge", "--config", str(config), check=False)
+
+
+def test_up_refuses_to_regenerate_a_backed_up_key(tmp_path, free_block):
+    from fleet_helpers import cli, write_config
+
+    config = write_config(tmp_path, free_block(140), name="kg", containers=2)
+    try:
+        cli("up", "--config", str(config))
+        key = tmp_path / "state/process/kg-1/data/conduit_key.json"
+        deadline = time.monotonic() + 10
+        while not key.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        original = key.read_bytes()
+        cli("keys", "backup", "--config", str(config))
+        cli("down", "--purge", "--config", str(config))  # the keys are gone, the backup is not
+        refused = cli("up", "--config", str(config), check=False)
+        assert refused.returncode == 2
+        assert "backup exists" in refused.stderr and "--new-keys" in refused.stderr
+        assert not key.exists()  # nothing was started
+        cli("keys", "restore", "--config", str(config))
+        cli("up", "--config", str(config))
+        assert key.read_bytes() == original  # the same station, same reputation
+    finally:
+        cli("down", "--purge", "--config", str(config), check=False)

@@ -90,6 +90,7 @@ def up(
     front: Front,
     *,
     dry_run: bool = False,
+    new_keys: bool = False,
     progress: Progress = _quiet,
 ) -> UpResult:
     started = time.monotonic()
@@ -110,6 +111,16 @@ def up(
     for action in actions:
         by_kind[action.kind].append(action)
     fresh = [*by_kind[ActionKind.CREATE], *by_kind[ActionKind.START]]
+    if fresh and not new_keys:
+        from conduitctl.ops.keys import store_for, would_regenerate
+
+        lost = set(would_regenerate(settings, store=store_for(settings, runtime)))
+        lost &= {a.name for a in fresh}
+        if lost:
+            raise BadInput(
+                f"{', '.join(sorted(lost))}: no identity key in its data but a backup exists; "
+                "run `conduitctl keys restore`, or pass --new-keys to start as a new station"
+            )
     for action in fresh:
         progress(f"{action.kind.value} {action.name} ({action.reason})")
         runtime.start(_spec(action))
