@@ -394,6 +394,7 @@ def _converge(
     dry_run: bool = False,
     daemon: bool = True,
     new_keys: bool = False,
+    reason: str = "up",
     as_json: bool = False,
 ) -> tuple[Any, int | None]:
     """up's work, shared with scale: converge while holding the backends from the
@@ -406,14 +407,23 @@ def _converge(
     # restart what scale-down stops.
     names = set(settings.backend_names()) | {s.name for s in runtime.backends()}
     with holding(settings.state_dir, names):
+        from conduitctl.ops import snapshots
+
+        def snapshot() -> None:
+            taken = snapshots.take(settings, runtime, getattr(front, "conf", None), reason)
+            _progress(as_json)(f"snapshot {taken.id}")
+
         result = converge_up(
             settings,
             runtime,
             front,
             dry_run=dry_run,
             new_keys=new_keys,
+            before_change=snapshot,
             progress=_progress(as_json),
         )
+        if not dry_run:
+            snapshots.record_applied(settings, path)
     if dry_run or not daemon:
         return result, None
     if control.signal_daemon(settings.state_dir, signal.SIGHUP):
@@ -647,7 +657,9 @@ def scale(
     runtime = runtime_for(settings)
     front = front_for(settings, render_env(settings, path))
     supervised = control.daemon_pid(settings.state_dir) is not None
-    result, _ = _converge(settings, path, runtime, front, daemon=supervised, as_json=as_json)
+    result, _ = _converge(
+        settings, path, runtime, front, daemon=supervised, reason="scale", as_json=as_json
+    )
     if as_json:
         emit_json({"containers": count, **result.to_dict()})
     else:
@@ -931,6 +943,30 @@ def alerts_test(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
             out.print(f"{r.target}: {'sent' if r.ok else 'FAILED: ' + str(r.error)}")
     if not all(r.ok for r in results):
         raise CheckFailed(f"{sum(not r.ok for r in results)} of {len(results)} notifiers failed")
+
+
+@app.command("snapshots")
+def snapshots_cmd(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """The snapshots taken before each change (settings, front config, images, backends)."""
+    from datetime import datetime
+
+    from conduitctl.ops.snapshots import list_snapshots
+
+    settings, _ = _load(config)
+    found = list_snapshots(settings.state_dir)
+    if as_json:
+        emit_json([s.to_dict() for s in found])
+        return
+    if not found:
+        out.print("no snapshots yet: one is taken before every change (up, scale)")
+    for snap in found:
+        stamp = datetime.fromtimestamp(snap.taken_at).strftime("%Y-%m-%d %H:%M:%S")
+        running = sum(b["running"] for b in snap.backends)
+        out.print(
+            f"{snap.id}  {stamp}  {snap.reason:6} {running}/{len(snap.backends)} running, "
+            f"front {snap.front}",
+            highlight=False,
+        )
 
 
 # --- preflight ------------------------------------------------------------------------------

@@ -91,6 +91,7 @@ def up(
     *,
     dry_run: bool = False,
     new_keys: bool = False,
+    before_change: Callable[[], object] | None = None,
     progress: Progress = _quiet,
 ) -> UpResult:
     started = time.monotonic()
@@ -107,6 +108,8 @@ def up(
     if dry_run:
         return UpResult(actions, "unchanged", any(a.changes for a in actions), 0.0)
 
+    if before_change is not None and any(a.changes for a in actions):
+        before_change()  # e.g. a snapshot, so the change can be rolled back
     by_kind: dict[ActionKind, list[Action]] = {kind: [] for kind in ActionKind}
     for action in actions:
         by_kind[action.kind].append(action)

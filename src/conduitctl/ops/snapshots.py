@@ -1,0 +1,154 @@
+"""Snapshots: before every change, what the fleet was (settings, the front's config, image
+IDs, the backends and their config hashes), so `rollback` can return to it.
+
+STATE_DIR/snapshots/<stamp>-<reason>/ holds conduit.toml (0600 when it holds secrets), the
+front's config as installed, and manifest.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conduitctl.runtime.base import Runtime, State
+from conduitctl.settings import Settings
+
+KEEP = 50  # the newest snapshots kept; older ones are pruned
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    id: str
+    path: Path
+    taken_at: float
+    reason: str
+    backends: list[dict[str, Any]] = field(default_factory=list)
+    images: dict[str, str | None] = field(default_factory=dict)
+    front: str = "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "path": str(self.path),
+            "taken_at": self.taken_at,
+            "reason": self.reason,
+            "backends": self.backends,
+            "images": self.images,
+            "front": self.front,
+        }
+
+
+def snapshot_dir(state_dir: Path) -> Path:
+    return state_dir / "snapshots"
+
+
+def applied_path(state_dir: Path) -> Path:
+    """A copy of the conduit.toml the fleet was last converged to."""
+    return state_dir / "applied.toml"
+
+
+def record_applied(settings: Settings, config_path: Path) -> None:
+    """After a successful change: these are the settings the fleet now runs."""
+    target = applied_path(settings.state_dir)
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(config_path, tmp)
+    os.chmod(tmp, 0o600 if settings.alerts.notifiers else 0o644)
+    os.replace(tmp, target)
+
+
+def _image_id(runtime: Runtime, image: str | None) -> str | None:
+    client = getattr(runtime, "_client", None) or (
+        getattr(runtime, "client", None) if runtime.name == "docker" else None
+    )
+    if client is None or image is None:
+        return None
+    try:
+        return str(client.images.get(image).id)
+    except Exception:  # a missing image is recorded as unknown, not an error
+        return None
+
+
+def take(
+    settings: Settings,
+    runtime: Runtime,
+    front_config: Path | None,
+    reason: str,
+    now: float | None = None,
+) -> Snapshot:
+    """Record the fleet as it is now, before a change."""
+    now = time.time() if now is None else now
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    base = snapshot_dir(settings.state_dir)
+    path = base / f"{stamp}-{reason}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = base / f"{stamp}-{reason}-{suffix}"
+    path.mkdir(parents=True, mode=0o700)
+    # The settings the running fleet came from (the file on disk may already be edited).
+    applied = applied_path(settings.state_dir)
+    if applied.exists():
+        shutil.copyfile(applied, path / "conduit.toml")
+        os.chmod(path / "conduit.toml", applied.stat().st_mode & 0o777)
+    if front_config is not None and front_config.exists():
+        shutil.copyfile(front_config, path / front_config.name)
+    backends = [
+        {
+            "name": status.name,
+            "state": status.state.value,
+            "config_hash": status.config_hash,
+            "running": status.state == State.RUNNING,
+        }
+        for status in runtime.backends()
+    ]
+    image = settings.workload.effective_image
+    images = {image: _image_id(runtime, image)} if image else {}
+    snapshot = Snapshot(
+        id=path.name,
+        path=path,
+        taken_at=now,
+        reason=reason,
+        backends=backends,
+        images=images,
+        front=settings.front.kind,
+    )
+    (path / MANIFEST).write_text(json.dumps(snapshot.to_dict(), indent=2))
+    prune(base)
+    return snapshot
+
+
+def load(path: Path) -> Snapshot:
+    data = json.loads((path / MANIFEST).read_text())
+    return Snapshot(
+        id=data["id"],
+        path=path,
+        taken_at=float(data["taken_at"]),
+        reason=data["reason"],
+        backends=list(data.get("backends", [])),
+        images=dict(data.get("images", {})),
+        front=data.get("front", "none"),
+    )
+
+
+def list_snapshots(state_dir: Path) -> list[Snapshot]:
+    """Oldest first; unreadable directories are skipped."""
+    base = snapshot_dir(state_dir)
+    found = []
+    for path in sorted(base.iterdir()) if base.is_dir() else []:
+        try:
+            found.append(load(path))
+        except (OSError, ValueError, KeyError):
+            continue
+    return sorted(found, key=lambda s: s.taken_at)
+
+
+def prune(base: Path, keep: int = KEEP) -> None:
+    paths = sorted((p for p in base.iterdir() if p.is_dir()), key=lambda p: p.name)
+    for old in paths[:-keep] if len(paths) > keep else []:
+        shutil.rmtree(old, ignore_errors=True)
