@@ -135,7 +135,7 @@ def test_classify_error(exc: BaseException | None, reason: FailureReason) -> Non
         ("127.0.0.1:8443", ("127.0.0.1", 8443)),
         ("localhost:1", ("localhost", 1)),
         ("[::1]:443", ("::1", 443)),
-        (" 10.0.0.1:65535 ", ("10.0.0.1", 65535)),
+        (" 192.0.2.1:65535 ", ("192.0.2.1", 65535)),  # TEST-NET-1: parsed, never dialled
     ],
 )
 def test_parse_target(text: str, expected: tuple[str, int]) -> None:

@@ -282,7 +282,7 @@ def test_no_container_ids_or_dynamic_labels_with_any_input(exporter: Exporter):
         ("localhost", True),
         ("0.0.0.0", False),
         ("::", False),
-        ("10.0.0.5", False),
+        ("198.51.100.5", False),  # TEST-NET-2: a non-loopback address, never dialled
         ("metrics.example", False),
     ],
 )
