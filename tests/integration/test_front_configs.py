@@ -127,34 +127,27 @@ def assert_quiet(result: CheckResult) -> None:
     assert noise == [], result.output
 
 
-@needs_nginx
+FRONTS = {
+    "nginx": pytest.param((nginx.render_config, check_nginx), marks=needs_nginx),
+    "haproxy": pytest.param((haproxy.render_config, check_haproxy), marks=needs_haproxy),
+}
+
+
 @pytest.mark.parametrize("root", [True, False], ids=["root-env", "user-env"])
 @pytest.mark.parametrize("down", list(DOWN_SETS), ids=list(DOWN_SETS))
 @pytest.mark.parametrize("name", list(VARIATIONS))
-def test_nginx_accepts_every_variation(
-    dirs: dict[str, Path], name: str, down: str, root: bool
+@pytest.mark.parametrize("front", list(FRONTS.values()), ids=list(FRONTS))
+def test_front_accepts_every_variation(
+    dirs: dict[str, Path], front: tuple, name: str, down: str, root: bool
 ) -> None:
+    render_config, check = front
+    tool = "nginx" if check is check_nginx else "haproxy"
     env = make_env(dirs, root=root)
-    rendered = nginx.render_config(variation(name, "nginx"), env, down=DOWN_SETS[down])
-    result = check_nginx(rendered, env, dirs["work"])
-    assert result.tool == "nginx"
+    rendered = render_config(variation(name, tool), env, down=DOWN_SETS[down])
+    result = check(rendered, env, dirs["work"])
+    assert result.tool == tool
     assert_quiet(result)
     assert list(dirs["work"].glob("*.check")) == []  # the temp copy is gone
-
-
-@needs_haproxy
-@pytest.mark.parametrize("root", [True, False], ids=["root-env", "user-env"])
-@pytest.mark.parametrize("down", list(DOWN_SETS), ids=list(DOWN_SETS))
-@pytest.mark.parametrize("name", list(VARIATIONS))
-def test_haproxy_accepts_every_variation(
-    dirs: dict[str, Path], name: str, down: str, root: bool
-) -> None:
-    env = make_env(dirs, root=root)
-    rendered = haproxy.render_config(variation(name, "haproxy"), env, down=DOWN_SETS[down])
-    result = check_haproxy(rendered, env, dirs["work"])
-    assert result.tool == "haproxy"
-    assert_quiet(result)
-    assert list(dirs["work"].glob("*.check")) == []
 
 
 @needs_nginx

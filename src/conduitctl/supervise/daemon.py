@@ -551,6 +551,11 @@ class Supervisor:
             for slot in self.slots.values()
         )
         host = self.host_observer() if self.host_observer else HostObservation(0, 0, 0.0)
+        queues = {
+            label: self.front_queues[port]
+            for label, port in self.listener_ports().items()
+            if port in self.front_queues
+        }
         return Tick(
             ts=now,
             backends=backends,
@@ -560,15 +565,9 @@ class Supervisor:
                 running=front.running,
                 listening=front.listening,
                 reloads=self.front_reloads,
-                accept_queue={
-                    label: int(self.front_queues[port][0])
-                    for label, port in self.listener_ports().items()
-                    if port in self.front_queues
-                },
+                accept_queue={label: int(q[0]) for label, q in queues.items()},
                 accept_backlog={
-                    label: int(self.front_queues[port][1])
-                    for label, port in self.listener_ports().items()
-                    if port in self.front_queues and self.front_queues[port][1] is not None
+                    label: int(q[1]) for label, q in queues.items() if q[1] is not None
                 },
             ),
         )
