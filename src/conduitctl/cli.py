@@ -969,6 +969,62 @@ def snapshots_cmd(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         )
 
 
+@app.command()
+def rollback(
+    snapshot: Annotated[
+        str | None, typer.Argument(help="snapshot id or prefix (default: the newest)")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="say what would change, change nothing")] = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Return the fleet and the front to a snapshot (keys kept); run it twice to undo."""
+    from conduitctl.front import front_for
+    from conduitctl.ops import snapshots
+    from conduitctl.ops.holds import holding
+    from conduitctl.ops.rollback import load_target
+    from conduitctl.ops.rollback import rollback as roll_back
+    from conduitctl.reconcile import plan_backends
+    from conduitctl.runtime import runtime_for
+    from conduitctl.runtime.base import launch_specs
+    from conduitctl.supervise import control
+
+    settings, path = _load(config)
+    chosen = snapshots.resolve(settings.state_dir, snapshot)
+    if dry_run:
+        _, target = load_target(chosen)
+        actions = plan_backends(launch_specs(target), runtime_for(target).backends())
+        if as_json:
+            emit_json({"snapshot": chosen.id, "dry_run": True, "actions": [
+                {"kind": a.kind.value, "name": a.name, "reason": a.reason} for a in actions
+            ]})  # fmt: skip
+            return
+        out.print(f"rollback to {chosen.id} ({chosen.reason}) would:")
+        for action in actions:
+            out.print(f"  {action.kind.value:9} {action.name}: {action.reason}")
+        return
+    names = set(settings.backend_names()) | {s.name for s in runtime_for(settings).backends()}
+    with holding(settings.state_dir, names):
+        result = roll_back(
+            settings,
+            path,
+            chosen,
+            runtime_for=runtime_for,
+            front_for=lambda s: front_for(s, render_env(s, path)),
+            progress=_progress(as_json),
+        )
+    target, _ = _load(path)
+    if control.signal_daemon(target.state_dir, signal.SIGHUP):
+        _progress(as_json)("supervisor re-read conduit.toml")
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    out.print(
+        f"rolled back to {result.snapshot} in {result.elapsed_s:.1f}s (front {result.up.front}); "
+        f"`conduitctl rollback {result.saved_as}` undoes it"
+    )
+
+
 # --- preflight ------------------------------------------------------------------------------
 
 

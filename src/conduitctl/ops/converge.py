@@ -93,7 +93,10 @@ def up(
     new_keys: bool = False,
     before_change: Callable[[], object] | None = None,
     progress: Progress = _quiet,
+    batch: int = 1,
 ) -> UpResult:
+    """Converge; changed backends are replaced `batch` at a time, each batch ready before the
+    next (1 keeps all but one serving; rollback uses more, for speed)."""
     started = time.monotonic()
     from conduitctl.ops.drain import drained
 
@@ -133,14 +136,17 @@ def up(
             f"{', '.join(not_ready)} not ready after {READY_TIMEOUT:g}s; "
             f"see `conduitctl logs {not_ready[0]}`"
         )
-    # Changed backends are replaced one at a time, each ready before the next.
-    for action in by_kind[ActionKind.RECREATE]:
-        progress(f"recreate {action.name} ({action.reason})")
-        runtime.start(_spec(action))
-        if wait_ready(settings, [_spec(action).backend], READY_TIMEOUT):
+    recreate = by_kind[ActionKind.RECREATE]
+    for first in range(0, len(recreate), max(batch, 1)):
+        group = recreate[first : first + max(batch, 1)]
+        for action in group:
+            progress(f"recreate {action.name} ({action.reason})")
+            runtime.start(_spec(action))
+        not_ready = wait_ready(settings, [_spec(a).backend for a in group], READY_TIMEOUT)
+        if not_ready:
             raise ConduitctlError(
-                f"{action.name} not ready after its recreate; stopping the rollout here; "
-                f"see `conduitctl logs {action.name}`"
+                f"{', '.join(not_ready)} not ready after its recreate; stopping here; "
+                f"see `conduitctl logs {not_ready[0]}`"
             )
     front_result = "none"
     if settings.front.kind != "none":

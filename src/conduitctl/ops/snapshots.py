@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conduitctl.errors import BadInput
 from conduitctl.runtime.base import Runtime, State
 from conduitctl.settings import Settings
 
@@ -152,3 +153,27 @@ def prune(base: Path, keep: int = KEEP) -> None:
     paths = sorted((p for p in base.iterdir() if p.is_dir()), key=lambda p: p.name)
     for old in paths[:-keep] if len(paths) > keep else []:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def settings_text(snapshot: Snapshot) -> str | None:
+    """The conduit.toml the fleet ran when the snapshot was taken (None: taken before any)."""
+    path = snapshot.path / "conduit.toml"
+    return path.read_text() if path.exists() else None
+
+
+def resolve(state_dir: Path, ref: str | None) -> Snapshot:
+    """A snapshot by id, unique id prefix, or (None) the newest one that holds settings."""
+    found = [s for s in list_snapshots(state_dir) if settings_text(s) is not None]
+    if not found:
+        raise BadInput(
+            "no snapshot to roll back to (one is taken before every change: up, scale, rollout)"
+        )
+    if ref is None:
+        return found[-1]
+    matches = [s for s in found if s.id == ref] or [s for s in found if s.id.startswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise BadInput(f"no snapshot {ref!r}; `conduitctl snapshots` lists them")
+    names = ", ".join(s.id for s in matches[:3])
+    raise BadInput(f"{ref!r} matches {len(matches)} snapshots ({names}...); give more of the id")

@@ -1,0 +1,128 @@
+"""Rollback: return the fleet and the front to a snapshot.
+
+The snapshot's conduit.toml becomes conduit.toml again (the replaced file is kept in the
+snapshot taken just before, so a second rollback undoes the first), images re-tagged to the
+IDs the snapshot recorded when they are still here, then the usual converge. Identity keys
+are never deleted: converge removes containers and processes, never their data.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conduitctl.errors import BadInput
+from conduitctl.front.base import Front
+from conduitctl.ops import snapshots
+from conduitctl.ops.converge import UpResult, down, up
+from conduitctl.runtime.base import Runtime
+from conduitctl.settings import Settings, parse_settings
+
+Progress = Callable[[str], None]
+REPLACED = "conduit.toml.replaced"  # in the pre-rollback snapshot: the file rollback overwrote
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    snapshot: str  # the one rolled back to
+    saved_as: str  # the snapshot of the fleet as it was just before (rollback to undo)
+    up: UpResult
+    retagged: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "snapshot": self.snapshot,
+            "saved_as": self.saved_as,
+            "retagged": self.retagged,
+            "elapsed_s": round(self.elapsed_s, 2),
+            **{k: v for k, v in self.up.to_dict().items() if k != "elapsed_s"},
+        }
+
+
+def fleet_moves(current: Settings, target: Settings) -> bool:
+    """True when the target is a different fleet (name, runtime or state): the current one
+    must be stopped first, or it would be left running beside the restored one."""
+    return (current.cluster.name, current.cluster.runtime, current.state_dir) != (
+        target.cluster.name,
+        target.cluster.runtime,
+        target.state_dir,
+    )
+
+
+def front_moves(current: Settings, target: Settings) -> bool:
+    """True when the target's front is another kind: the current one must stop first."""
+    return current.front.kind != target.front.kind
+
+
+def load_target(snapshot: snapshots.Snapshot) -> tuple[str, Settings]:
+    text = snapshots.settings_text(snapshot)
+    if text is None:
+        raise BadInput(f"snapshot {snapshot.id} holds no settings; pick another (snapshots)")
+    return text, parse_settings(text, source=f"snapshot {snapshot.id}")
+
+
+def retag_images(runtime: Runtime, images: dict[str, str | None]) -> list[str]:
+    """Point each tag back at the image ID the snapshot recorded, when that image is still
+    here and the tag has moved (an image rebuilt under the same tag)."""
+    client: Any = getattr(runtime, "client", None) if runtime.name == "docker" else None
+    moved = []
+    for tag, image_id in images.items():
+        if client is None or not image_id:
+            continue
+        try:
+            if client.images.get(tag).id == image_id:
+                continue
+            repository, _, version = tag.rpartition(":")
+            client.images.get(image_id).tag(repository or tag, version or "latest")
+            moved.append(tag)
+        except Exception:  # the old image is gone: the current one runs, as the note says
+            continue
+    return moved
+
+
+def _write_config(text: str, path: Path, secret: bool) -> None:
+    tmp = path.with_name(f".{path.name}.rollback")
+    tmp.write_text(text)
+    os.chmod(tmp, 0o600 if secret else 0o644)
+    os.replace(tmp, path)
+
+
+def rollback(
+    current: Settings,
+    config_path: Path,
+    snapshot: snapshots.Snapshot,
+    *,
+    runtime_for: Callable[[Settings], Runtime],
+    front_for: Callable[[Settings], Front],
+    progress: Progress = lambda _: None,
+    batch: int = 2,
+) -> RollbackResult:
+    """Roll back to `snapshot`; the caller holds the backends and tells the supervisor."""
+    started = time.monotonic()
+    text, target = load_target(snapshot)
+    runtime, front = runtime_for(current), front_for(current)
+    saved = snapshots.take(current, runtime, getattr(front, "conf", None), "rollback")
+    shutil.copyfile(config_path, saved.path / REPLACED)
+    os.chmod(saved.path / REPLACED, 0o600)
+    progress(f"snapshot {saved.id} (rollback to it to undo this one)")
+    if fleet_moves(current, target):
+        progress(f"stopping fleet {current.cluster.name} (its data is kept)")
+        down(current, runtime, front, progress=progress)
+    elif front_moves(current, target) and front.stop():
+        progress(f"front {current.front.kind} stopped")
+    target_runtime, target_front = runtime_for(target), front_for(target)
+    retagged = retag_images(target_runtime, snapshot.images)
+    for tag in retagged:
+        progress(f"image {tag} points at {snapshot.images[tag]} again")
+    secret = (config_path.stat().st_mode & 0o077) == 0
+    _write_config(text, config_path, secret)
+    progress(f"{config_path} restored from {snapshot.id}")
+    result = up(target, target_runtime, target_front, progress=progress, batch=batch)
+    snapshots.record_applied(target, config_path)
+    return RollbackResult(snapshot.id, saved.id, result, retagged, time.monotonic() - started)
