@@ -525,6 +525,31 @@ def test_leak_grows_rss(sims: Callable[..., Sim]) -> None:
     assert sim.metrics()["conduit_sim_leaked_bytes"] > 40 * 1024 * 1024
 
 
+def test_session_mb_from_env_holds_memory_per_client_until_it_leaves(
+    sims: Callable[..., Sim], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONDUIT_SIM_SESSION_MB", "16")  # as an image would carry it
+    sim = sims("--udp-idle-timeout", "0.3")
+    assert "[WARNING] fault injection on: --session-mb 16" in sim.stdout
+    mib = 1024 * 1024
+    before = _rss_kb(sim.proc.pid)
+    clients = [sim.connect() for _ in range(3)]
+    for sock in clients:
+        assert recv_line(sock).startswith(b"CONDUIT-SIM ")
+    assert sim.metrics()["conduit_sim_session_bytes"] == 3 * 16 * mib
+    assert (_rss_kb(sim.proc.pid) - before) / 1024 > 3 * 15
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.settimeout(3)
+        udp.sendto(b"hello", (HOST, sim.port))
+        assert udp.recv(256).startswith(b"CONDUIT-SIM ")
+        assert sim.metrics()["conduit_sim_session_bytes"] == 4 * 16 * mib
+    for sock in clients:
+        sock.close()
+    # TCP blocks go when the connection closes, the UDP one when its session expires.
+    wait_for(lambda: sim.metrics()["conduit_sim_session_bytes"] == 0, 5, "memory released")
+    assert (_rss_kb(sim.proc.pid) - before) / 1024 < 16  # unmapped, back to the OS
+
+
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -7,7 +7,16 @@ from pathlib import Path
 import pytest
 
 from conduitctl.sim.config import Address, clean_name, parse_address
-from conduitctl.sim.main import parse_args
+from conduitctl.sim.main import FAULT_OPTIONS, parse_args
+
+FAULT_ENV = [option.env for option in FAULT_OPTIONS]
+
+
+@pytest.fixture(autouse=True)
+def _no_fault_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runner's own environment must not switch a fault on in these tests."""
+    for name in FAULT_ENV:
+        monkeypatch.delenv(name, raising=False)
 
 
 def test_conduit_2_dialect() -> None:
@@ -58,6 +67,7 @@ def test_defaults_follow_conduit() -> None:
     assert cfg.stats_interval == 10.0
     assert cfg.listen == ()
     assert (cfg.crash_after, cfg.hang_after, cfg.leak_mb_per_s, cfg.burn_cpu) == (None, None, 0, 0)
+    assert cfg.session_mb == 0
 
 
 def test_absolute_stats_file_and_repeated_listen() -> None:
@@ -88,6 +98,8 @@ def test_fault_flags() -> None:
             "2.5",
             "--burn-cpu",
             "1.5",
+            "--session-mb",
+            "8",
             "--client-rate-kbps",
             "64",
             "--udp-idle-timeout",
@@ -95,6 +107,7 @@ def test_fault_flags() -> None:
         ]
     )
     assert (cfg.crash_after, cfg.hang_after, cfg.leak_mb_per_s, cfg.burn_cpu) == (3, 0, 2.5, 1.5)
+    assert cfg.session_mb == 8
     assert cfg.client_rate_bps == 8000
     assert cfg.udp_idle_timeout == 5
 
@@ -115,6 +128,8 @@ def test_fault_flags() -> None:
         ["start", "--client-rate-kbps", "0"],
         ["start", "--crash-after", "-1"],
         ["start", "--burn-cpu", "65"],
+        ["start", "--session-mb", "-1"],
+        ["start", "--session-mb", "lots"],
     ],
 )
 def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -122,6 +137,79 @@ def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str
         parse_args(argv)
     assert exit_info.value.code == 2
     assert "conduit-sim" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("env", "field", "value"),
+    [
+        ("CONDUIT_SIM_SESSION_MB", "session_mb", 8.0),
+        ("CONDUIT_SIM_LEAK_MB_PER_S", "leak_mb_per_s", 2.5),
+        ("CONDUIT_SIM_CRASH_AFTER", "crash_after", 0.0),
+        ("CONDUIT_SIM_HANG_AFTER", "hang_after", 30.0),
+        ("CONDUIT_SIM_BURN_CPU", "burn_cpu", 0.5),
+    ],
+)
+def test_fault_defaults_from_environment(env: str, field: str, value: float) -> None:
+    cfg = parse_args(["start"], environ={env: f" {value:g} "})
+    assert getattr(cfg, field) == value
+
+
+def test_fault_environment_is_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONDUIT_SIM_SESSION_MB", "8")
+    assert parse_args(["start"]).session_mb == 8
+
+
+def test_fault_flag_wins_over_environment() -> None:
+    environ = {"CONDUIT_SIM_SESSION_MB": "8", "CONDUIT_SIM_CRASH_AFTER": "5"}
+    cfg = parse_args(["start", "--session-mb", "0", "--crash-after", "60"], environ=environ)
+    assert (cfg.session_mb, cfg.crash_after) == (0, 60)
+
+
+def test_fault_flag_overrides_a_broken_variable() -> None:
+    cfg = parse_args(["start", "--burn-cpu", "1"], environ={"CONDUIT_SIM_BURN_CPU": "lots"})
+    assert cfg.burn_cpu == 1
+
+
+def test_empty_fault_variable_counts_as_unset() -> None:
+    cfg = parse_args(["start"], environ=dict.fromkeys(FAULT_ENV, ""))
+    assert (cfg.crash_after, cfg.hang_after, cfg.leak_mb_per_s, cfg.burn_cpu) == (None, None, 0, 0)
+    assert cfg.session_mb == 0
+
+
+@pytest.mark.parametrize(
+    ("env", "text", "reason"),
+    [
+        ("CONDUIT_SIM_SESSION_MB", "8MB", "is not a number"),
+        ("CONDUIT_SIM_SESSION_MB", "-1", "must be >= 0"),
+        ("CONDUIT_SIM_LEAK_MB_PER_S", "x", "is not a number"),
+        ("CONDUIT_SIM_CRASH_AFTER", "-5", "must be >= 0"),
+        ("CONDUIT_SIM_HANG_AFTER", "soon", "is not a number"),
+        ("CONDUIT_SIM_BURN_CPU", "65", "must be >= 0 and <= 64"),
+    ],
+)
+def test_bad_fault_variable_exits_2_with_one_line(
+    env: str, text: str, reason: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["start"], environ={env: text})
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"conduit-sim: error: environment variable {env}={text!r}: ")
+    assert reason in err
+    flag = next(option.flag for option in FAULT_OPTIONS if option.env == env)
+    assert f"pass {flag}" in err  # names the fix
+
+
+def test_help_names_every_fault_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["start", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+    assert "defaults from the environment variable" in text
+    for option in FAULT_OPTIONS:
+        assert f"{option.flag} {option.metavar}" in text
+        assert f"[${option.env}]" in text
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ SNAP = Snapshot(
     bandwidth_bps=625_000,
     refused=3,
     udp_sessions=1,
+    session_bytes=16 * 1024 * 1024,
 )
 SAMPLE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]* -?[0-9.e+]+$")
 
@@ -59,6 +60,7 @@ def test_conduit_names_and_values() -> None:
         "conduit_sim_udp_sessions": "1",
         "conduit_sim_udp_dropped_total": "0",
         "conduit_sim_leaked_bytes": "0",
+        "conduit_sim_session_bytes": "16777216",
     }
 
 

@@ -21,6 +21,10 @@ class SimError(Exception):
     """A runtime error the simulator reports as one line on stderr and exit code 1."""
 
 
+class SimUsageError(Exception):
+    """A bad setting outside the command line (an environment variable): one line, exit 2."""
+
+
 @dataclass(frozen=True)
 class Address:
     """A host and port to bind; ``host`` is a literal IP (``0.0.0.0`` for Go's ``:PORT``)."""
@@ -109,6 +113,7 @@ class SimConfig:
     crash_after: float | None = None
     hang_after: float | None = None
     leak_mb_per_s: float = 0.0
+    session_mb: float = 0.0
     burn_cpu: float = 0.0
 
     @property

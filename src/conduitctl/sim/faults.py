@@ -1,12 +1,13 @@
-"""Fault injection for chaos drills and tests: leak memory, burn CPU (stdlib only).
+"""Fault injection for chaos drills and tests: leak memory, hold memory per client, burn CPU.
 
-Crash and hang live in the server, because they act on its sockets and event loop.
+Crash and hang live in the server, because they act on its sockets and event loop. Stdlib only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import mmap
 import threading
 import time
 
@@ -16,6 +17,11 @@ BURN_PERIOD = 0.1
 # hashlib releases the GIL for inputs over 2 KiB, so the burn is real CPU time that does not
 # starve the event loop of the interpreter lock.
 _BURN_CHUNK = b"\x5a" * (256 * 1024)
+
+
+def touch_pages(block: bytearray | mmap.mmap) -> None:
+    """Write one byte per page: fresh (calloc'd or mmap'd) pages are not resident until written."""
+    block[::PAGE] = b"\x01" * len(range(0, len(block), PAGE))
 
 
 class MemoryLeak:
@@ -35,11 +41,48 @@ class MemoryLeak:
             return 0
         self._carry -= n
         block = bytearray(n)
-        # calloc'd pages are not resident until written: write one byte per page.
-        block[::PAGE] = b"\x01" * len(range(0, n, PAGE))
+        touch_pages(block)
         self._held.append(block)
         self.leaked_bytes += n
         return n
+
+
+class SessionMemory:
+    """Holds ``mb_per_session`` MB, allocated and touched, for each open client session.
+
+    A load-dependent regression: the process stays small while few clients are connected and
+    grows with every one. Each block is an anonymous mmap, so ``release`` returns its pages to
+    the OS at once (a freed large bytearray may stay in the malloc heap).
+    """
+
+    def __init__(self, mb_per_session: float) -> None:
+        self.bytes_per_session = int(mb_per_session * MIB)
+        self.held_bytes = 0
+
+    def acquire(self) -> mmap.mmap | None:
+        """One session's block, resident; ``None`` when the fault is off (0 MB).
+
+        Pass the result to ``release`` when the session ends. Raises OSError when no address
+        space is left; under a cgroup memory limit the kernel OOM-kills instead.
+        """
+        if self.bytes_per_session <= 0:
+            return None
+        # Private, like heap memory (the default anonymous mmap is shared, i.e. shmem).
+        block = mmap.mmap(-1, self.bytes_per_session, flags=mmap.MAP_PRIVATE)
+        try:
+            touch_pages(block)
+        except BaseException:
+            block.close()
+            raise
+        self.held_bytes += self.bytes_per_session
+        return block
+
+    def release(self, block: mmap.mmap | None) -> None:
+        """Unmap a block from ``acquire``; ``None`` and an already released block are no-ops."""
+        if block is None or block.closed:
+            return
+        block.close()
+        self.held_bytes -= self.bytes_per_session
 
 
 def burn_shares(fraction: float) -> list[float]:

@@ -34,24 +34,34 @@ Simulator options:
   --udp-idle-timeout S        UDP session idle expiry (default 30).
   --stats-interval S          seconds between ``[STATS]`` lines (default 10).
 
-Fault injection (chaos drills, tests):
+Fault injection (chaos drills, tests). Each one defaults from the environment variable in
+brackets, so an image can carry a fault without a change to the command line; a flag wins,
+an empty variable counts as unset:
 
   --crash-after S             exit 1 after S seconds, with a log line on stderr.
+                              [CONDUIT_SIM_CRASH_AFTER]
   --hang-after S              stop answering (accepts, reads, /metrics, [STATS]) but stay alive;
-                              SIGUSR1 hangs at any time, SIGUSR2 resumes.
+                              SIGUSR1 hangs at any time, SIGUSR2 resumes. [CONDUIT_SIM_HANG_AFTER]
   --leak-mb-per-s R           allocate and touch R MB every second, never freed.
-  --burn-cpu F                keep F cores busy (0.5 = half of one core).
+                              [CONDUIT_SIM_LEAK_MB_PER_S]
+  --session-mb M              hold M MB (allocated and touched) per connected client, TCP
+                              connection or UDP session, freed when it leaves: memory that
+                              grows with load. [CONDUIT_SIM_SESSION_MB]
+  --burn-cpu F                keep F cores busy (0.5 = half of one core). [CONDUIT_SIM_BURN_CPU]
 
 Exit codes: 0 after SIGTERM/SIGINT; 1 on a runtime error (one line on stderr: port in use,
-unwritable data dir, corrupt key) or a simulated crash; 2 on bad arguments.
+unwritable data dir, corrupt key) or a simulated crash; 2 on bad arguments or a bad fault
+variable (one line naming it).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .config import (
@@ -61,6 +71,7 @@ from .config import (
     DEFAULT_UDP_IDLE_TIMEOUT,
     SimConfig,
     SimError,
+    SimUsageError,
     clean_name,
     default_name,
     parse_address,
@@ -120,6 +131,89 @@ def _address(text: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+@dataclass(frozen=True)
+class FaultOption:
+    """One fault flag; ``env`` names the variable that supplies its default."""
+
+    flag: str
+    env: str
+    convert: Callable[[str], float]
+    metavar: str
+    help: str
+    off: float | None  # the value when neither the flag nor the variable is set
+
+    @property
+    def dest(self) -> str:
+        return self.flag.removeprefix("--").replace("-", "_")
+
+
+FAULT_OPTIONS: tuple[FaultOption, ...] = (
+    FaultOption(
+        "--crash-after",
+        "CONDUIT_SIM_CRASH_AFTER",
+        _number(float, 0, True),
+        "S",
+        "exit 1 after S s",
+        None,
+    ),
+    FaultOption(
+        "--hang-after",
+        "CONDUIT_SIM_HANG_AFTER",
+        _number(float, 0, True),
+        "S",
+        "stop answering after S s, stay alive (also SIGUSR1; SIGUSR2 resumes)",
+        None,
+    ),
+    FaultOption(
+        "--leak-mb-per-s",
+        "CONDUIT_SIM_LEAK_MB_PER_S",
+        _number(float, 0, True),
+        "R",
+        "allocate and touch R MB per second, never freed",
+        0.0,
+    ),
+    FaultOption(
+        "--session-mb",
+        "CONDUIT_SIM_SESSION_MB",
+        _number(float, 0, True),
+        "M",
+        "hold M MB per connected client (TCP or UDP session), freed when it leaves",
+        0.0,
+    ),
+    FaultOption(
+        "--burn-cpu",
+        "CONDUIT_SIM_BURN_CPU",
+        _number(float, 0, True, MAX_BURN_CORES),
+        "F",
+        "keep F cores busy (0.5 = half of one core)",
+        0.0,
+    ),
+)
+
+
+def fault_values(ns: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, float | None]:
+    """Each fault option's value by dest: the flag, else its environment variable, else off.
+
+    Pure. An empty variable counts as unset, and a variable is not read at all when its flag
+    is given (so a flag can override a broken image). Raises SimUsageError naming the
+    variable, its value and the fix when a variable that is read is invalid.
+    """
+    values: dict[str, float | None] = {}
+    for option in FAULT_OPTIONS:
+        value = getattr(ns, option.dest, None)
+        text = environ.get(option.env, "").strip()
+        if value is None and text:
+            try:
+                value = option.convert(text)
+            except argparse.ArgumentTypeError as exc:
+                raise SimUsageError(
+                    f"environment variable {option.env}={text!r}: {exc} "
+                    f"(fix or unset it, or pass {option.flag})"
+                ) from None
+        values[option.dest] = option.off if value is None else value
+    return values
 
 
 def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -212,35 +306,28 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help=f"expire idle UDP sessions (default {DEFAULT_UDP_IDLE_TIMEOUT:g})",
     )
-    faults = start.add_argument_group("fault injection")
-    faults.add_argument(
-        "--crash-after", type=_number(float, 0, True), metavar="S", help="exit 1 after S s"
+    faults = start.add_argument_group(
+        "fault injection",
+        "Each option defaults from the environment variable shown (empty = unset), so an "
+        "image can carry a fault; the flag wins.",
     )
-    faults.add_argument(
-        "--hang-after",
-        type=_number(float, 0, True),
-        metavar="S",
-        help="stop answering after S s, stay alive (also SIGUSR1; SIGUSR2 resumes)",
-    )
-    faults.add_argument(
-        "--leak-mb-per-s",
-        type=_number(float, 0, True),
-        default=0.0,
-        metavar="R",
-        help="allocate and touch R MB per second, never freed",
-    )
-    faults.add_argument(
-        "--burn-cpu",
-        type=_number(float, 0, True, MAX_BURN_CORES),
-        default=0.0,
-        metavar="F",
-        help="keep F cores busy (0.5 = half of one core)",
-    )
+    for option in FAULT_OPTIONS:
+        faults.add_argument(
+            option.flag,
+            type=option.convert,
+            default=None,  # None = not on the command line: the environment decides
+            metavar=option.metavar,
+            help=f"{option.help} [${option.env}]",
+        )
     return parser
 
 
-def config_from_args(ns: argparse.Namespace) -> SimConfig:
-    """Turn parsed arguments into the frozen config (pure: reads only ``ns`` and the env)."""
+def config_from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) -> SimConfig:
+    """Turn parsed arguments into the frozen config (reads only ``ns`` and the environment).
+
+    ``environ`` defaults to ``os.environ``. Raises SimUsageError for a bad fault variable.
+    """
+    faults = fault_values(ns, os.environ if environ is None else environ)
     data_dir = Path(getattr(ns, "data_dir", DEFAULT_DATA_DIR))
     stats_file: Path | None = None
     if ns.stats_file is not None:
@@ -260,16 +347,27 @@ def config_from_args(ns: argparse.Namespace) -> SimConfig:
         name=clean_name(ns.name if ns.name is not None else default_name()),
         client_rate_kbps=ns.client_rate_kbps,
         udp_idle_timeout=ns.udp_idle_timeout,
-        crash_after=ns.crash_after,
-        hang_after=ns.hang_after,
-        leak_mb_per_s=ns.leak_mb_per_s,
-        burn_cpu=ns.burn_cpu,
+        crash_after=faults["crash_after"],
+        hang_after=faults["hang_after"],
+        leak_mb_per_s=faults["leak_mb_per_s"] or 0.0,
+        session_mb=faults["session_mb"] or 0.0,
+        burn_cpu=faults["burn_cpu"] or 0.0,
     )
 
 
-def parse_args(argv: Sequence[str] | None = None) -> SimConfig:
-    """Parse a command line into a SimConfig; bad arguments exit 2 via argparse."""
-    return config_from_args(build_parser().parse_args(argv))
+def parse_args(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> SimConfig:
+    """Parse a command line (and the fault variables of ``environ``, default ``os.environ``).
+
+    Bad arguments exit 2 via argparse; a bad fault variable exits 2 with one line on stderr.
+    """
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    try:
+        return config_from_args(ns, environ)
+    except SimUsageError as exc:
+        parser.exit(2, f"{PROG}: error: {exc}\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

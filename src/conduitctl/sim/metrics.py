@@ -116,6 +116,12 @@ METRICS: tuple[MetricSpec, ...] = (
         "Memory held by --leak-mb-per-s fault injection (simulator only)",
         lambda s: s.leaked_bytes,
     ),
+    MetricSpec(
+        "conduit_sim_session_bytes",
+        "gauge",
+        "Memory held for open client sessions by --session-mb fault injection (simulator only)",
+        lambda s: s.session_bytes,
+    ),
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import mmap
 import os
 import resource
 import signal
@@ -22,7 +23,7 @@ from datetime import datetime
 from typing import TextIO, cast
 
 from .config import Address, SimConfig, SimError
-from .faults import CpuBurner, MemoryLeak
+from .faults import CpuBurner, MemoryLeak, SessionMemory
 from .keys import StationKey, load_or_create_key
 from .metrics import http_response, render_metrics
 from .ratelimit import TokenBucket, read_size
@@ -113,6 +114,7 @@ def bind_all(config: SimConfig) -> Sockets:
 class UdpSession:
     bucket: TokenBucket
     last_seen: float
+    memory: mmap.mmap | None = None  # --session-mb, released when the session expires
 
 
 def _peer(addr: tuple[str, int] | tuple[str, int, int, int] | object) -> str:
@@ -154,6 +156,7 @@ class Station:
         self.udp_dropped = 0
         self.udp_sessions: dict[object, UdpSession] = {}
         self.leak = MemoryLeak(config.leak_mb_per_s) if config.leak_mb_per_s > 0 else None
+        self.session_memory = SessionMemory(config.session_mb)
         self._tasks: set[asyncio.Task[None]] = set()
         self._accept_tasks: list[asyncio.Task[None]] = []
         self._transports: set[asyncio.WriteTransport] = set()
@@ -190,6 +193,7 @@ class Station:
             udp_sessions=len(self.udp_sessions),
             udp_dropped=self.udp_dropped,
             leaked_bytes=self.leak.leaked_bytes if self.leak else 0,
+            session_bytes=self.session_memory.held_bytes,
         )
 
     def _full(self) -> bool:
@@ -365,7 +369,7 @@ class Station:
             now = self.clock()
             expired = [a for a, s in self.udp_sessions.items() if now - s.last_seen > timeout]
             for addr in expired:
-                del self.udp_sessions[addr]
+                self.session_memory.release(self.udp_sessions.pop(addr).memory)
                 self.debug(f"udp client {_peer(addr)} expired (connected={self.connected})")
             if expired:
                 self._counts_changed()
@@ -412,6 +416,13 @@ class Station:
             conn.close()
             self.debug(f"tcp client {_peer(peer)} refused: full ({self.config.max_clients})")
             return
+        try:
+            # Held from before the greeting, so a client that has read it knows it is held.
+            memory = self.session_memory.acquire()
+        except OSError as exc:
+            self.warn(f"[ERROR] tcp client {_peer(peer)} dropped: --session-mb: {exc}")
+            conn.close()
+            return
         self.connecting += 1
         self._counts_changed()
         admitted = False
@@ -447,6 +458,7 @@ class Station:
         except OSError:
             pass  # the client went away; nothing to report
         finally:
+            self.session_memory.release(memory)
             if admitted:
                 self.tcp_clients -= 1
             else:
@@ -495,7 +507,13 @@ class Station:
                 self.debug(f"udp client {_peer(addr)} refused: full ({self.config.max_clients})")
                 return
             rate = self.config.client_rate_bps
-            self.udp_sessions[addr] = UdpSession(TokenBucket(rate, clock=self.clock), now)
+            try:
+                memory = self.session_memory.acquire()
+            except OSError as exc:
+                self.warn(f"[ERROR] udp client {_peer(addr)} dropped: --session-mb: {exc}")
+                return
+            bucket = TokenBucket(rate, clock=self.clock)
+            self.udp_sessions[addr] = UdpSession(bucket, now, memory)
             self._counts_changed()
             self._send_udp(transport, self.greeting, addr)
             self.debug(f"udp client {_peer(addr)} connected (connected={self.connected})")
@@ -528,6 +546,18 @@ class _UdpEcho(asyncio.DatagramProtocol):
         pass  # ICMP unreachable from a departed client: nothing to do
 
 
+def active_faults(config: SimConfig) -> list[str]:
+    """The fault options in force, spelled as their flags (``--session-mb 8``)."""
+    values = {
+        "--crash-after": config.crash_after,
+        "--hang-after": config.hang_after,
+        "--leak-mb-per-s": config.leak_mb_per_s or None,
+        "--session-mb": config.session_mb or None,
+        "--burn-cpu": config.burn_cpu or None,
+    }
+    return [f"{flag} {value:g}" for flag, value in values.items() if value is not None]
+
+
 def startup_lines(config: SimConfig, key: StationKey, created: bool) -> list[str]:
     """What the simulator prints before serving (Conduit's banner plus the sim's details)."""
     bandwidth = "unlimited" if config.bandwidth_bps == 0 else f"{config.bandwidth_mbps:g} Mbps"
@@ -544,6 +574,10 @@ def startup_lines(config: SimConfig, key: StationKey, created: bool) -> list[str
     if config.metrics_addr is not None:
         detail.append(f"metrics http://{config.metrics_addr}/metrics")
     lines.append("[INFO] " + ", ".join(detail))
+    faults = active_faults(config)
+    if faults:
+        # A fault may come from the image's environment: say so where `docker logs` shows it.
+        lines.append("[WARNING] fault injection on: " + ", ".join(faults))
     return lines
 
 

@@ -32,6 +32,7 @@ class Snapshot:
     udp_sessions: int = 0
     udp_dropped: int = 0
     leaked_bytes: int = 0
+    session_bytes: int = 0
 
 
 def format_bytes(n: int) -> str:
