@@ -612,3 +612,24 @@ def test_holds_2000_concurrent_slow_echo_clients(sims: Callable[..., Sim]) -> No
     assert held == clients
     assert all(results)
     assert sim.metrics()["conduit_sim_refused_total"] == 0
+
+
+def test_a_full_station_is_still_healthy_to_the_probes(sims: Callable[..., Sim]) -> None:
+    """A full station answers BUSY: it is alive and serving, so neither the supervisor's
+    probe nor the readiness check may take it for a dead one (and restart it)."""
+    import asyncio
+
+    from conduitctl.fleet import BackendSpec
+    from conduitctl.observe.probe import tcp_probe
+    from conduitctl.supervise.probes import probe
+
+    sim = sims("--max-common-clients", "1", "--name", "full")
+    backend = BackendSpec(1, "full", HOST, sim.port, sim.metrics_port, 1, -1, 1.0, 0)
+    with sim.connect() as only:
+        assert recv_line(only).startswith(b"CONDUIT-SIM full ")
+        outcome = asyncio.run(probe("sim", backend, 2.0))
+        assert outcome.ok, outcome.reason
+        assert tcp_probe(HOST, sim.port, 2.0, greeting=True).ok
+    sim.proc.kill()
+    sim.proc.wait(5)
+    assert not asyncio.run(probe("sim", backend, 1.0)).ok  # a dead one still fails

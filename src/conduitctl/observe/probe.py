@@ -22,8 +22,8 @@ def tcp_probe(host: str, port: int, timeout: float, greeting: bool = False) -> P
             if greeting:
                 sock.settimeout(max(timeout - (time.monotonic() - started), 0.01))
                 line = sock.recv(256).split(b"\n", 1)[0].decode(errors="replace")
-                if not line or line.startswith("BUSY"):
-                    return ProbeResult(ok=False, detail=line or "closed without a greeting")
+                if not line:  # a full station's BUSY line is an answer too: it is alive
+                    return ProbeResult(ok=False, detail="closed without a greeting")
                 detail = line
     except OSError as exc:
         return ProbeResult(ok=False, detail=exc.strerror or type(exc).__name__)

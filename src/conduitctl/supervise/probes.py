@@ -37,8 +37,11 @@ async def fetch_metrics(host: str, port: int, timeout: float) -> dict[str, float
     return parse_metrics(body.decode(errors="replace"))
 
 
-async def greeting(host: str, port: int, timeout: float, prefix: str | None) -> str:
-    """Connect, and read the greeting line when the profile sends one."""
+async def greeting(
+    host: str, port: int, timeout: float, prefix: str | None, busy: str | None = None
+) -> str:
+    """Connect, and read the greeting line when the profile sends one (or, from a full
+    station, its busy line: it answered, so it is alive)."""
 
     async def talk() -> str:
         reader, writer = await asyncio.open_connection(host, port)
@@ -46,7 +49,7 @@ async def greeting(host: str, port: int, timeout: float, prefix: str | None) -> 
             if prefix is None:
                 return ""
             line = (await reader.readline()).decode(errors="replace").strip()
-            if not line.startswith(prefix.strip()):
+            if not line.startswith(prefix.strip()) and not (busy and line.startswith(busy)):
                 raise ValueError(f"greeting {line[:40]!r}" if line else "closed without greeting")
             return line
         finally:
@@ -73,7 +76,8 @@ async def probe(profile_name: str, backend: BackendSpec, timeout: float) -> Prob
             if values.get("conduit_is_live", 0) < 1:
                 return ProbeOutcome(False, "conduit_is_live = 0", values)
         if backend.listen_port is not None:
-            await greeting(backend.host, backend.listen_port, timeout, profile.greeting_prefix)
+            await greeting(backend.host, backend.listen_port, timeout,
+                           profile.greeting_prefix, profile.busy_prefix)  # fmt: skip
     except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError) as exc:
         return ProbeOutcome(False, _why(exc), values)
     return ProbeOutcome(True, "", values)

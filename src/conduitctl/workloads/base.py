@@ -43,6 +43,8 @@ class Profile:
     command: Callable[[LaunchArgs], list[str]]
     # The first bytes of the one-line greeting sent on connect (probes and checks expect them).
     greeting_prefix: str | None = None
+    # What a full station answers instead: alive and serving its clients, so healthy.
+    busy_prefix: str | None = None
 
     @property
     def greeting(self) -> bool:

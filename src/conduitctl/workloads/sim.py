@@ -20,4 +20,5 @@ SIM = Profile(
     data_dir="/home/conduit/data",
     command=sim_args,
     greeting_prefix="CONDUIT-SIM ",  # sim/server.py's greeting
+    busy_prefix="BUSY ",  # ... and its answer when full
 )
