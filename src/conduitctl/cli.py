@@ -676,30 +676,77 @@ def restart(
         bool, typer.Option("--all", help="every backend, one at a time (rolling, graceful)")
     ] = False,
     timeout: Annotated[
-        float, typer.Option(help="graceful: seconds to wait for sessions to end", min=0)
+        float,
+        typer.Option(
+            help="graceful: seconds to wait for sessions to end (no front: to be low)", min=0
+        ),
     ] = 300.0,
+    low_clients: Annotated[
+        int | None,
+        typer.Option(
+            help="graceful without a front: restart once its sessions are at or below N "
+            "(default: 10% of its max clients)",
+            min=0,
+        ),
+    ] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Restart one backend (or --all, rolling); its data (identity key) is kept."""
+    """Restart one backend (or --all, rolling); its data (identity key) is kept.
+
+    Graceful: drained first; without a front, after waiting for --low-clients sessions."""
     from conduitctl.ops.converge import restart as converge_restart
-    from conduitctl.ops.drain import graceful_restart, rolling_restart
+    from conduitctl.ops.drain import DrainResult, RestartAborted, graceful_restart, rolling_restart
     from conduitctl.ops.holds import holding
 
     if (name is None) == (not all_backends):
         raise BadInput("restart takes a backend name or --all (not both, not neither)")
     settings, _, runtime, front = _fleet(config)
+    if low_clients is not None and settings.front.kind != "none":
+        raise BadInput(
+            f'--low-clients is for a fleet without a front; this one has front.kind = "'
+            f'{settings.front.kind}" (its backends are drained: drop --low-clients)'
+        )
+    if low_clients is not None and not (graceful or all_backends):
+        raise BadInput("--low-clients goes with --graceful or --all")
     started = time.monotonic()
     restarted: list[str] = []
+    results: list[DrainResult] = []
     if all_backends:
-        results = rolling_restart(
-            settings, runtime, front, timeout=timeout, progress=_progress(as_json)
-        )
+        try:
+            results = rolling_restart(
+                settings,
+                runtime,
+                front,
+                timeout=timeout,
+                low_clients=low_clients,
+                progress=_progress(as_json),
+            )
+        except RestartAborted as exc:
+            if as_json:
+                emit_json(
+                    {
+                        "restarted": exc.restarted,
+                        "aborted_at": exc.name,
+                        "error": str(exc),
+                        "announcement": exc.announcement.to_dict(),
+                        "elapsed_s": round(time.monotonic() - started, 2),
+                    }
+                )
+            raise
         restarted = [r.name for r in results]
     elif graceful:
         assert name is not None
-        graceful_restart(settings, runtime, front, name, timeout=timeout,
-                         progress=_progress(as_json))  # fmt: skip
+        one = graceful_restart(
+            settings,
+            runtime,
+            front,
+            name,
+            timeout=timeout,
+            low_clients=low_clients,
+            progress=_progress(as_json),
+        )
+        results = [one]
         restarted = [name]
     else:
         assert name is not None
@@ -708,8 +755,18 @@ def restart(
         restarted = [name]
     elapsed = time.monotonic() - started
     if as_json:
-        emit_json({"restarted": restarted, "elapsed_s": round(elapsed, 2)})
+        emit_json(
+            {
+                "restarted": restarted,
+                "elapsed_s": round(elapsed, 2),
+                "results": [r.to_dict() for r in results],
+            }
+        )
     else:
+        for r in results:
+            if r.timed_out:
+                left = r.sessions_left
+                out.print(f"{r.name}: timed out after {timeout:g}s; restarted anyway ({left} left)")
         out.print(f"restarted {', '.join(restarted)} in {elapsed:.1f}s")
 
 

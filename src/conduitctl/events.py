@@ -27,6 +27,8 @@ class EventKind(StrEnum):
     ALERT_FIRED = "alert_fired"
     ALERT_RESOLVED = "alert_resolved"
     NOTIFY_FAILED = "notify_failed"
+    # an operator command (restart --all, rollout) stopped short; data: operation and its own
+    OPERATION_FAILED = "operation_failed"
 
 
 @dataclass(frozen=True)
