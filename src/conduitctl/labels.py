@@ -7,6 +7,9 @@ LABEL_CLUSTER = "io.conduitctl.cluster"
 LABEL_INDEX = "io.conduitctl.index"
 LABEL_CONFIG_HASH = "io.conduitctl.config-hash"
 LABEL_PROFILE = "io.conduitctl.profile"
+# A conduit-manager-layout container (or volume) made by `rollback --legacy`; value: the
+# cluster name. Never combined with LABEL_OWNER: the runtime must not take it for its own.
+LABEL_LEGACY = "io.conduitctl.legacy"
 OWNER = "conduitctl"
 
 

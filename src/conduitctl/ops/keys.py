@@ -335,53 +335,69 @@ class DockerKeys:
     def names(self) -> list[str]:
         return list(self.runtime.data_names())
 
-    def _volume(self, backend: str, create: bool = False) -> Any | None:
+    def volume_of(self, backend: str) -> str:
+        """The named volume that holds `backend`'s data ({cluster}-data-{i})."""
+        return labels.volume_name(self.cluster, int(backend.rsplit("-", 1)[1]))
+
+    def _owned_labels(self, backend: str) -> dict[str, str]:
+        # the same labels the runtime gives its volumes
+        return {
+            labels.LABEL_OWNER: labels.OWNER,
+            labels.LABEL_CLUSTER: self.cluster,
+            labels.LABEL_INDEX: backend.rsplit("-", 1)[1],
+        }
+
+    def _volume(self, name: str, create_labels: dict[str, str] | None = None) -> Any | None:
+        """The volume called `name`; created with `create_labels` when missing and given."""
         import docker.errors
 
-        name = labels.volume_name(self.cluster, int(backend.rsplit("-", 1)[1]))
         try:
             return self.client.volumes.get(name)
         except docker.errors.NotFound:
-            if not create:
+            if create_labels is None:
                 return None
-        return self.client.volumes.create(  # the same labels the runtime gives its volumes
-            name=name,
-            labels={
-                labels.LABEL_OWNER: labels.OWNER,
-                labels.LABEL_CLUSTER: self.cluster,
-                labels.LABEL_INDEX: backend.rsplit("-", 1)[1],
-            },
-        )
+        return self.client.volumes.create(name=name, labels=create_labels)
 
     def _mountpoint(self, volume: Any) -> Path | None:
         mount = volume.attrs.get("Mountpoint")
         path = Path(mount) if mount else None
         return path if path is not None and path.is_dir() else None
 
-    def _container(self, backend: str) -> Any | None:
+    def _container(self, name: str) -> Any | None:
         import docker.errors
 
         try:
-            return self.client.containers.get(backend)
+            return self.client.containers.get(name)
         except docker.errors.NotFound:
             return None
 
     def read(self, backend: str) -> bytes | None:
-        volume = self._volume(backend)
+        return self.read_volume(self.volume_of(backend), via=backend)
+
+    def read_volume(self, volume_name: str, *, via: str) -> bytes | None:
+        """The key in the named volume, or None when the volume or its key does not exist.
+
+        `via` names a container that mounts the volume at the workload's data dir: the key is
+        read through its archive API when the volume's Mountpoint is not reachable from here.
+
+        Raises:
+            ConduitctlError: the key cannot be read (permissions, or neither path works).
+        """
+        volume = self._volume(volume_name)
         if volume is None:
             return None
         mount = self._mountpoint(volume)
         if mount is not None:
             return _read(mount / KEY_FILE)
-        return self._read_archive(backend)
+        return self._read_archive(via)
 
-    def _read_archive(self, backend: str) -> bytes | None:
+    def _read_archive(self, via: str) -> bytes | None:
         import docker.errors
 
-        container = self._container(backend)
+        container = self._container(via)
         if container is None:
             raise ConduitctlError(
-                f"{backend}: the volume's Mountpoint is not reachable from here and there is "
+                f"{via}: the volume's Mountpoint is not reachable from here and there is "
                 "no container to read it through; run conduitctl as root on the docker host"
             )
         try:
@@ -393,10 +409,25 @@ class DockerKeys:
             return member.read() if member is not None else None
 
     def write(self, backend: str, data: bytes) -> None:
-        volume = self._volume(backend, create=True)
+        self.write_volume(
+            self.volume_of(backend), data, via=backend, create_labels=self._owned_labels(backend)
+        )
+
+    def write_volume(
+        self, volume_name: str, data: bytes, *, via: str, create_labels: dict[str, str]
+    ) -> None:
+        """Write the key (0600, owned by container.user) into the named volume, atomically.
+
+        The volume is created with `create_labels` when it does not exist. `via` names a
+        container that mounts it at the data dir, used when the Mountpoint is not reachable.
+
+        Raises:
+            ConduitctlError: neither the Mountpoint nor the container `via` is usable.
+        """
+        volume = self._volume(volume_name, create_labels)
         mount = self._mountpoint(volume)
         if mount is None:
-            self._write_archive(backend, data)
+            self._write_archive(via, data)
             return
         # A volume made here (not by a container's first mount) is root's: give it to the
         # workload's user so it can write beside the key, as docker's copy-up would have.
@@ -404,11 +435,11 @@ class DockerKeys:
             os.chown(mount, self.uid, self.gid)
         _write_atomic(mount / KEY_FILE, data, self.uid, self.gid)
 
-    def _write_archive(self, backend: str, data: bytes) -> None:
-        container = self._container(backend)
+    def _write_archive(self, via: str, data: bytes) -> None:
+        container = self._container(via)
         if container is None:
             raise ConduitctlError(
-                f"{backend}: the volume's Mountpoint is not reachable from here and there is "
+                f"{via}: the volume's Mountpoint is not reachable from here and there is "
                 "no container to write it through; run conduitctl as root on the docker host"
             )
         buffer = io.BytesIO()
