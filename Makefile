@@ -40,6 +40,7 @@ test-fast: setup lint
 bench: setup
 	$(PY) benchmarks/bench_fleet.py
 	$(PY) benchmarks/bench_supervisor.py
+	$(PY) benchmarks/bench_change.py
 
 clean:
 	rm -rf $(VENV) .conduitctl-demo .pytest_cache .mypy_cache .ruff_cache

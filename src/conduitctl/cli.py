@@ -385,6 +385,16 @@ def _progress(as_json: bool) -> Any:
     return show
 
 
+def _leave_legacy(settings: Settings, runtime: Any, front: Any, as_json: bool) -> None:
+    """After `rollback --legacy`: the conduit-manager containers go (keys carried back,
+    volumes kept), so converge can bring conduitctl's fleet back on the same keys."""
+    from conduitctl.ops.legacy_layout import from_legacy, legacy_active
+
+    if legacy_active(settings.state_dir):
+        _progress(as_json)("leaving conduit-manager's layout (keys carried back)")
+        from_legacy(settings, runtime, front, progress=_progress(as_json))
+
+
 def _converge(
     settings: Settings,
     path: Path,
@@ -401,8 +411,12 @@ def _converge(
     supervisor, then start it (or tell the running one to re-read conduit.toml)."""
     from conduitctl.ops.converge import up as converge_up
     from conduitctl.ops.holds import holding
+    from conduitctl.ops.rollout import refuse_if_active
     from conduitctl.supervise import control
 
+    if not dry_run:
+        refuse_if_active(settings.state_dir)  # the rollout owns the fleet until it ends
+        _leave_legacy(settings, runtime, front, as_json)
     # Held: the backends to keep and the ones being removed, so the supervisor does not
     # restart what scale-down stops.
     names = set(settings.backend_names()) | {s.name for s in runtime.backends()}
@@ -591,8 +605,18 @@ def status(
         ]
         return {"pid": control.daemon_pid(settings.state_dir), "alerts_firing": firing}
 
+    def rollout_state() -> Any:
+        from conduitctl.ops.rollout import load as load_rollout
+
+        return load_rollout(settings.state_dir)
+
     def document() -> dict[str, Any]:
-        return {**collect(settings, runtime, front).to_dict(), "supervisor": supervisor()}
+        state = rollout_state()
+        return {
+            **collect(settings, runtime, front).to_dict(),
+            "supervisor": supervisor(),
+            "rollout": None if state is None else {**state.to_dict(), "active": state.active},
+        }
 
     if as_json and not watch:
         emit_json(document())
@@ -606,7 +630,11 @@ def status(
             if sup["pid"]
             else "supervisor: [red]not running[/] (conduitctl up starts it)"
         )
-        return Group(_status_table(view), _front_line(view.front), line)
+        lines: list[Any] = [_status_table(view), _front_line(view.front), line]
+        state = rollout_state()
+        if state is not None and (state.active or time.time() - state.updated_at < 86400):
+            lines.append(state.summary(time.time()))  # the last one, for a day after
+        return Group(*lines)
 
     if not watch:
         out.print(render())
@@ -1032,10 +1060,20 @@ def rollback(
         str | None, typer.Argument(help="snapshot id or prefix (default: the newest)")
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="say what would change, change nothing")] = False,
+    legacy: Annotated[
+        bool,
+        typer.Option(
+            help="run conduit-manager's layout (conduit, conduit-2... on the same keys, no "
+            "front, no supervisor); `conduitctl up` comes back"
+        ),
+    ] = False,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Return the fleet and the front to a snapshot (keys kept); run it twice to undo."""
+    if legacy:
+        _rollback_legacy(config, snapshot, as_json)
+        return
     from conduitctl.front import front_for
     from conduitctl.ops import snapshots
     from conduitctl.ops.holds import holding
@@ -1060,6 +1098,11 @@ def rollback(
         for action in actions:
             out.print(f"  {action.kind.value:9} {action.name}: {action.reason}")
         return
+    from conduitctl.ops.rollout import refuse_if_active
+
+    refuse_if_active(settings.state_dir)  # `rollout --abort` rolls a rollout back
+    _leave_legacy(settings, runtime_for(settings), front_for(settings, render_env(settings, path)),
+                  as_json)  # fmt: skip
     names = set(settings.backend_names()) | {s.name for s in runtime_for(settings).backends()}
     with holding(settings.state_dir, names):
         result = roll_back(
@@ -1080,6 +1123,109 @@ def rollback(
         f"rolled back to {result.snapshot} in {result.elapsed_s:.1f}s (front {result.up.front}); "
         f"`conduitctl rollback {result.saved_as}` undoes it"
     )
+
+
+def _rollback_legacy(config: Path | None, snapshot: str | None, as_json: bool) -> None:
+    from conduitctl.ops import snapshots
+    from conduitctl.ops.legacy_layout import to_legacy
+    from conduitctl.ops.rollout import refuse_if_active
+    from conduitctl.supervise import control
+
+    if snapshot is not None:
+        raise BadInput("--legacy runs the current settings in conduit-manager's layout; "
+                       "it takes no snapshot (roll back to one first)")  # fmt: skip
+    settings, _, runtime, front = _fleet(config)
+    refuse_if_active(settings.state_dir)
+    taken = snapshots.take(settings, runtime, getattr(front, "conf", None), "legacy")
+    _progress(as_json)(f"snapshot {taken.id}")
+    if control.stop(settings.state_dir):  # it would restart the backends being replaced
+        _progress(as_json)("supervisor stopped")
+    result = to_legacy(settings, runtime, front, progress=_progress(as_json))
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    names = ", ".join(e.container for e in result.entries)
+    out.print(f"running in conduit-manager's layout: {names} (same keys, no front, no "
+              "supervisor); `conduitctl up` brings conduitctl's fleet back")  # fmt: skip
+
+
+@app.command()
+def rollout(
+    stages: Annotated[
+        str | None, typer.Option(help="backends on the new settings per stage, e.g. 1,4,8")
+    ] = None,
+    soak: Annotated[str, typer.Option(help="how long each stage is held under the gates")] = "5m",
+    clients_steps: Annotated[
+        str | None, typer.Option(help="max clients of the new backends per stage, e.g. 50,200")
+    ] = None,
+    max_cpu: Annotated[float, typer.Option(help="gate: % of a backend's CPU limit")] = 90.0,
+    max_memory: Annotated[float, typer.Option(help="gate: % of a backend's memory limit")] = 90.0,
+    max_error_ratio: Annotated[
+        float, typer.Option(help="gate: failed probes / probes of the new backends")
+    ] = 0.01,
+    drain_timeout: Annotated[
+        float, typer.Option(help="seconds a replaced backend's sessions get to end", min=0)
+    ] = 30.0,
+    resume: Annotated[bool, typer.Option(help="go on with a rollout whose driver died")] = False,
+    abort: Annotated[bool, typer.Option(help="stop the rollout and roll back now")] = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Apply the edited conduit.toml in stages, each soaked under gates; a failed gate rolls
+    back and alerts. Exit 1 when it was rolled back."""
+    from conduitctl.front import front_for
+    from conduitctl.ops import rollout as staged
+    from conduitctl.ops.rollout_plan import Gates
+    from conduitctl.runtime import runtime_for
+    from conduitctl.supervise import control
+    from conduitctl.units import parse_duration
+
+    if resume and abort:
+        raise BadInput("--resume and --abort do not go together")
+    settings, path = _load(config)
+    runtime = runtime_for(settings)
+
+    def fronted(s: Settings) -> Any:
+        return front_for(s, render_env(s, path))
+
+    def tell_supervisor() -> None:
+        control.signal_daemon(settings.state_dir, signal.SIGHUP)
+
+    if abort:
+        state = staged.active(settings.state_dir)
+        if state is None:
+            raise BadInput("no rollout in progress to abort")
+        staged.stop_driver(state)
+        state.phase = "rolling_back"
+        state.message = "aborted by the operator"
+        staged.save(settings.state_dir, state)
+    elif not resume:
+        try:
+            soak_s = parse_duration(soak)
+        except ValueError as exc:
+            raise BadInput(f"--soak {soak!r}: {exc}") from None
+        gates = Gates(max_cpu, max_memory, max_error_ratio)
+        staged.begin(settings, path, runtime, fronted(settings), stages=stages, soak_s=soak_s,
+                     clients_steps=clients_steps, gates=gates,
+                     drain_timeout=drain_timeout)  # fmt: skip
+    driver = staged.Driver(
+        settings,
+        path,
+        runtime,
+        fronted(settings),
+        front_for=fronted,
+        tell_supervisor=tell_supervisor,
+        progress=_progress(as_json),
+    )
+    state = driver.run()
+    if as_json:
+        emit_json(state.to_dict())
+    else:
+        out.print(state.summary(time.time()))
+    if state.phase == "failed":
+        raise ConduitctlError(state.message)
+    if state.phase == "rolled_back" and not abort:
+        raise CheckFailed(f"rolled back: {state.message}")
 
 
 # --- preflight ------------------------------------------------------------------------------

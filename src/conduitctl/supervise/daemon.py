@@ -31,7 +31,8 @@ from conduitctl.observe.model import (
 )
 from conduitctl.ops.drain import drained
 from conduitctl.ops.holds import held
-from conduitctl.runtime.base import LaunchSpec, Runtime, State, launch_specs
+from conduitctl.ops.rollout import fleet_specs
+from conduitctl.runtime.base import LaunchSpec, Runtime, State
 from conduitctl.settings import MAX_CLIENTS_ANY_PROFILE, MAX_CLIENTS_CEILING, Settings
 from conduitctl.supervise.degrade import Change, Member, Move, plan_degradation
 from conduitctl.supervise.health import Health, dead, observe_probe
@@ -133,7 +134,7 @@ class Supervisor:
             loop_restarts=h.crash_loop_restarts,
             loop_window=h.crash_loop_window,
         )
-        self.slots: dict[str, Slot] = {s.name: Slot(spec=s) for s in launch_specs(settings)}
+        self.slots: dict[str, Slot] = {s.name: Slot(spec=s) for s in fleet_specs(settings)}
         self.down: set[str] = set()
         self.front_reloads = 0
         self.wake = asyncio.Event()
@@ -632,7 +633,7 @@ class Supervisor:
         self.front = front
         self.slots = {
             spec.name: replace(old[spec.name], spec=spec) if spec.name in old else Slot(spec=spec)
-            for spec in launch_specs(settings)
+            for spec in fleet_specs(settings)
         }
         for name in set(old) - set(self.slots):
             if self.pid_watcher is not None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from conduitctl import alerts
 from conduitctl.capacity import PlanInput, make_plan
+from conduitctl.errors import BadInput
 from conduitctl.events import Event, EventKind
 from conduitctl.front import front_for
 from conduitctl.hostinfo import DEFAULT_NIC_MBPS, host_facts, render_env
@@ -20,6 +21,7 @@ from conduitctl.metrics import Exporter, MetricsServer
 from conduitctl.notify import Dispatcher, notifiers_from_urls
 from conduitctl.observe.host import HostObserver
 from conduitctl.observe.model import Tick
+from conduitctl.ops.rollout import Resumer
 from conduitctl.runtime import runtime_for
 from conduitctl.settings import Settings, load_settings
 from conduitctl.store import Store
@@ -173,7 +175,7 @@ async def _serve(config_path: Path) -> None:
         front_for(settings, env),
         state_dir=settings.state_dir,
         sinks=[outputs.on_event],
-        tick_sinks=[outputs.on_tick],
+        tick_sinks=[outputs.on_tick, Resumer(config_path, settings.state_dir, env.log_dir)],
         host_observer=host.observe,
         queue_reader=host.accept_queues,
         fleet_capacity=fleet_capacity(settings),
@@ -198,8 +200,15 @@ async def _serve(config_path: Path) -> None:
 
 
 def run(config_path: Path) -> None:
+    from conduitctl.ops.legacy_layout import legacy_active
+
     settings = load_settings(config_path)
     state_dir = settings.state_dir
+    if legacy_active(state_dir):  # it would start conduitctl's fleet beside the legacy one
+        raise BadInput(
+            "the fleet runs in conduit-manager's layout (rollback --legacy); "
+            "`conduitctl up` brings conduitctl's fleet back and starts the supervisor"
+        )
     control.claim(state_dir)
     try:
         asyncio.run(_serve(config_path))

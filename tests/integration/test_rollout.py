@@ -1,0 +1,187 @@
+"""Staged rollouts on real fleets: stages and gates, the supervisor resuming a rollout whose
+driver was killed, and (docker) an image that OOMs under load rolled back automatically
+with every identity key byte-identical."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+from fleet_helpers import CONDUITCTL, cli, cli_json, write_config
+
+from conduitctl.drills.loadtest import LoadSpec, run_load
+from conduitctl.ops import keys
+from conduitctl.runtime import runtime_for
+from conduitctl.runtime.base import launch_specs
+from conduitctl.settings import load_settings
+
+
+def running_hashes(config) -> dict[str, str | None]:
+    settings = load_settings(config)
+    return {s.name: s.config_hash for s in runtime_for(settings).backends()}
+
+
+def wanted_hashes(config) -> dict[str, str]:
+    return {s.name: s.config_hash() for s in launch_specs(load_settings(config))}
+
+
+def key_hashes(config, timeout: float = 20) -> dict[str, str]:
+    settings = load_settings(config)
+    store = keys.store_for(settings)
+    deadline = time.monotonic() + timeout
+    while True:
+        found = {n: store.read(n) for n in settings.backend_names()}
+        if all(found.values()) or time.monotonic() > deadline:
+            return {n: hashlib.sha256(d).hexdigest() for n, d in found.items() if d}
+        time.sleep(0.1)
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def rollout_state(config) -> dict | None:
+    return cli_json("status", "--config", str(config))["rollout"]
+
+
+def test_rollout_moves_the_fleet_in_stages(tmp_path, free_block):
+    base = free_block(140)
+    config = write_config(tmp_path, base, name="ro", containers=3)
+    try:
+        cli("up", "--no-daemon", "--config", str(config))
+        first = config.read_text()
+        config.write_text(first.replace("max_clients = 1000", "max_clients = 400"))
+        refused = cli("rollout", "--stages", "1,2", "--config", str(config), check=False)
+        assert refused.returncode == 2 and "last is the whole fleet (3)" in refused.stderr
+
+        result = cli("rollout", "--stages", "1,3", "--soak", "2s", "--clients-steps", "100",
+                     "--drain-timeout", "1", "--json", "--config", str(config))  # fmt: skip
+        state = json.loads(result.stdout)
+        assert state["phase"] == "passed"
+        assert [p["backends"] for p in state["passed"]] == [1, 3]
+        assert running_hashes(config) == wanted_hashes(config)  # all on the new settings
+        assert "passed all 2 stages" in cli("status", "--config", str(config)).stdout
+        reasons = [s["reason"] for s in cli_json("snapshots", "--config", str(config))]
+        assert reasons[-3:] == ["rollout", "rollout-1", "rollout-2"]
+        # Nothing left to roll out: a clear refusal, exit 2.
+        again = cli("rollout", "--config", str(config), check=False)
+        assert again.returncode == 2 and "nothing to roll out" in again.stderr
+    finally:
+        cli("down", "--purge", "--config", str(config), check=False)
+
+
+def test_the_supervisor_resumes_a_rollout_whose_driver_died(tmp_path, free_block):
+    base = free_block(140)
+    config = write_config(tmp_path, base, name="rr", containers=2, front="haproxy")
+    try:
+        cli("up", "--config", str(config))  # with the supervisor
+        config.write_text(config.read_text().replace("max_clients = 1000", "max_clients = 600"))
+        argv = [CONDUITCTL, "rollout", "--stages", "1,2", "--soak", "3s", "--drain-timeout", "1"]
+        driver = subprocess.Popen(
+            [*argv, "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "CONDUITCTL_CONFIG": ""},
+        )
+        wait_for(lambda: (rollout_state(config) or {}).get("phase") == "soaking", 30, "a soak")
+        os.kill(driver.pid, signal.SIGKILL)  # the ssh session dropped, say
+        driver.wait(5)
+        assert rollout_state(config)["active"]
+        # An operator change meanwhile is refused: the rollout owns the fleet.
+        busy = cli("up", "--config", str(config), check=False)
+        assert busy.returncode == 2 and "rollout --abort" in busy.stderr
+        done = wait_for(
+            lambda: (s := rollout_state(config)) and not s["active"] and s, 60, "the resume"
+        )
+        assert done["phase"] == "passed" and done["driver_pid"] != driver.pid
+        assert running_hashes(config) == wanted_hashes(config)
+    finally:
+        cli("down", "--purge", "--config", str(config), check=False)
+
+
+def test_abort_rolls_back_a_running_rollout(tmp_path, free_block):
+    base = free_block(140)
+    config = write_config(tmp_path, base, name="ra", containers=2)
+    try:
+        cli("up", "--no-daemon", "--config", str(config))
+        original = config.read_text()
+        config.write_text(original.replace("max_clients = 1000", "max_clients = 700"))
+        driver = subprocess.Popen(
+            [CONDUITCTL, "rollout", "--stages", "1,2", "--soak", "5m", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "CONDUITCTL_CONFIG": ""},
+        )
+        wait_for(lambda: (rollout_state(config) or {}).get("phase") == "soaking", 30, "a soak")
+        aborted = cli("rollout", "--abort", "--json", "--config", str(config))
+        driver.wait(15)
+        state = json.loads(aborted.stdout)
+        assert state["phase"] == "rolled_back" and state["message"] == "aborted by the operator"
+        assert config.read_text() == original
+        assert running_hashes(config) == wanted_hashes(config)
+        rejected = load_settings(config).state_dir / "rollout" / "rejected.toml"
+        assert "max_clients = 700" in rejected.read_text()  # the operator's edit is kept
+        nothing = cli("rollout", "--abort", "--config", str(config), check=False)
+        assert nothing.returncode == 2 and "no rollout in progress" in nothing.stderr
+    finally:
+        cli("down", "--purge", "--config", str(config), check=False)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_rollout_of_an_image_that_ooms_is_rolled_back(tmp_path, free_block, sim_image):
+    from sim_images import build_faulty_image, remove_faulty_image
+
+    bad_image = build_faulty_image("conduit-sim:oom-under-load", {"CONDUIT_SIM_SESSION_MB": "8"})
+    base = free_block(140)
+    config = write_config(tmp_path, base, name="rk", containers=8, runtime="docker",
+                          image=sim_image, memory="96m", max_clients=100)  # fmt: skip
+    load_done = threading.Event()
+    try:
+        cli("up", "--config", str(config), timeout=180)
+        original = config.read_text()
+        keys_before = key_hashes(config)
+        assert len(keys_before) == 8
+
+        def hold_load() -> None:  # ~25 live sessions per backend, renewed until told to stop
+            while not load_done.is_set():
+                spec = LoadSpec("127.0.0.1", base, clients=200, duration_s=8, rate_kbps=4,
+                                ramp_s=1)  # fmt: skip
+                asyncio.run(run_load(spec))
+
+        load = threading.Thread(target=hold_load)
+        load.start()
+        config.write_text(original.replace(f'image = "{sim_image}"', f'image = "{bad_image}"'))
+        # Stage 1: one backend at 2 clients holds 16 MB; stage 2: four at 100 clients OOM.
+        result = cli("rollout", "--stages", "1,4,8", "--soak", "8s", "--clients-steps", "2,100",
+                     "--drain-timeout", "1", "--json", "--config", str(config),
+                     check=False, timeout=300)  # fmt: skip
+        load_done.set()
+        load.join(30)
+        assert result.returncode == 1, result.stderr
+        state = json.loads(result.stdout)
+        assert state["phase"] == "rolled_back"
+        assert [p["stage"] for p in state["passed"]] == [1]  # stage 1 passed, stage 2 failed
+        assert state["stage"] == 1 and "OOM" in state["message"], state["message"]
+        assert config.read_text() == original  # conduit.toml is the old one again
+        assert running_hashes(config) == wanted_hashes(config)
+        assert key_hashes(config) == keys_before  # every identity key byte-identical
+        events = cli_json("events", "--config", str(config))
+        assert any(e["kind"] == "operation_failed" and "rollout" in e["message"] for e in events)
+    finally:
+        load_done.set()
+        cli("down", "--purge", "--config", str(config), check=False, timeout=180)
+        remove_faulty_image(bad_image)
