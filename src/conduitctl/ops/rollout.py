@@ -163,10 +163,8 @@ def fleet_specs(settings: Settings) -> list[LaunchSpec]:
 def refuse_if_active(state_dir: Path) -> None:
     state = active(state_dir)
     if state is not None:
-        raise BadInput(
-            f"{state.summary(time.time())}; let it finish, or stop it with "
-            "`conduitctl rollout --abort`"
-        )
+        how = "let it finish" if driver_alive(state) else "its driver is gone: `rollout --resume`"
+        raise BadInput(f"{state.summary(time.time())}; {how}, or `conduitctl rollout --abort`")
 
 
 # --- the driver's identity ------------------------------------------------------------------
