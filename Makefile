@@ -32,7 +32,7 @@ lint: venv
 	$(BIN)/mypy
 
 test: setup dockerd lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 test-fast: setup lint
 	$(BIN)/pytest -q -m "not slow and not docker"

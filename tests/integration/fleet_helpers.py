@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +86,42 @@ def cli(*args: str, check: bool = True, timeout: float = 120) -> subprocess.Comp
 
 def cli_json(*args: str) -> Any:
     return json.loads(cli(*args, "--json").stdout)
+
+
+def wait_keys(store: Any, names: list[str], timeout: float = 15) -> dict[str, bytes]:
+    """Every named backend's identity key, waiting for each to be written (a backend writes
+    it a moment after it starts)."""
+    deadline = time.monotonic() + timeout
+    found: dict[str, bytes] = {}
+    while time.monotonic() < deadline:
+        found = {n: data for n in names if (data := store.read(n)) is not None}
+        if len(found) == len(names):
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"keys never appeared: {sorted(set(names) - set(found))}")
+
+
+def key_hashes(config: Path) -> dict[str, str]:
+    """sha256 of every backend's identity key."""
+    from conduitctl.ops import keys
+    from conduitctl.settings import load_settings
+
+    settings = load_settings(config)
+    found = wait_keys(keys.store_for(settings), settings.backend_names(), timeout=20)
+    return {name: hashlib.sha256(data).hexdigest() for name, data in found.items()}
+
+
+def running_hashes(config: Path) -> dict[str, str | None]:
+    """The config hash each backend runs with."""
+    from conduitctl.runtime import runtime_for
+    from conduitctl.settings import load_settings
+
+    return {s.name: s.config_hash for s in runtime_for(load_settings(config)).backends()}
+
+
+def wanted_hashes(config: Path) -> dict[str, str]:
+    """The config hash conduit.toml wants for each backend."""
+    from conduitctl.runtime.base import launch_specs
+    from conduitctl.settings import load_settings
+
+    return {s.name: s.config_hash() for s in launch_specs(load_settings(config))}

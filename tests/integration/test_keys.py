@@ -9,25 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
-from fleet_helpers import cli, write_config
+from fleet_helpers import cli, wait_keys, write_config
 
 from conduitctl.errors import BadInput
 from conduitctl.labels import volume_name
 from conduitctl.ops import keys
 from conduitctl.settings import Settings, load_settings
 from conduitctl.sim.keys import key_document, new_key
-
-
-def wait_keys(store: keys.KeyStore, names: list[str], timeout: float = 15) -> dict[str, bytes]:
-    """Each backend writes its key a moment after it starts."""
-    deadline = time.monotonic() + timeout
-    found: dict[str, bytes] = {}
-    while time.monotonic() < deadline:
-        found = {n: data for n in names if (data := store.read(n)) is not None}
-        if len(found) == len(names):
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"keys never appeared: {sorted(set(names) - set(found))}")
 
 
 def mode(path: Path) -> int:

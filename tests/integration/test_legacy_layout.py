@@ -14,7 +14,7 @@ from typing import Any
 
 import docker
 import pytest
-from fleet_helpers import cli, write_config
+from fleet_helpers import cli, wait_keys, write_config
 
 from conduitctl import labels
 from conduitctl.errors import BadInput, ConduitctlError
@@ -103,18 +103,6 @@ def fleet(tmp_path: Path, free_block: Any, sim_image: str, client: Any) -> Itera
 def volume_key(client: Any, volume: str) -> bytes | None:
     path = Path(client.volumes.get(volume).attrs["Mountpoint"]) / KEY_FILE
     return path.read_bytes() if path.exists() else None
-
-
-def wait_keys(store: DockerKeys, names: list[str], timeout: float = 15) -> dict[str, bytes]:
-    """Each backend writes its key a moment after it starts."""
-    deadline = time.monotonic() + timeout
-    found: dict[str, bytes] = {}
-    while time.monotonic() < deadline:
-        found = {n: data for n in names if (data := store.read(n)) is not None}
-        if len(found) == len(names):
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"keys never appeared: {sorted(set(names) - set(found))}")
 
 
 def sha(data: bytes | None) -> str | None:

@@ -3,37 +3,10 @@ every identity key intact, and a process fleet rolled back and forth (undo)."""
 
 from __future__ import annotations
 
-import hashlib
 import time
 
 import pytest
-from fleet_helpers import cli, cli_json, write_config
-
-from conduitctl.ops import keys
-from conduitctl.runtime import runtime_for
-from conduitctl.runtime.base import launch_specs
-from conduitctl.settings import load_settings
-
-
-def key_hashes(config, timeout: float = 20) -> dict[str, str]:
-    """sha256 of every backend's key, waiting for each one to be written."""
-    settings = load_settings(config)
-    store = keys.store_for(settings)
-    deadline = time.monotonic() + timeout
-    while True:
-        found = {n: store.read(n) for n in settings.backend_names()}
-        if all(found.values()) or time.monotonic() > deadline:
-            return {n: hashlib.sha256(d).hexdigest() for n, d in found.items() if d}
-        time.sleep(0.1)
-
-
-def config_hashes(config) -> dict[str, str | None]:
-    settings = load_settings(config)
-    return {s.name: s.config_hash for s in runtime_for(settings).backends()}
-
-
-def expected_hashes(config) -> dict[str, str]:
-    return {spec.name: spec.config_hash() for spec in launch_specs(load_settings(config))}
+from fleet_helpers import cli, cli_json, key_hashes, running_hashes, wanted_hashes, write_config
 
 
 @pytest.mark.docker
@@ -45,12 +18,12 @@ def test_rollback_of_8_docker_backends_is_fast_and_keeps_keys(tmp_path, free_blo
     try:
         cli("up", "--no-daemon", "--config", str(config), timeout=180)
         original_text = config.read_text()
-        original = expected_hashes(config)
+        original = wanted_hashes(config)
         keys_before = key_hashes(config)
         assert len(keys_before) == 8
         config.write_text(original_text.replace("max_clients = 1000", "max_clients = 500"))
         cli("up", "--no-daemon", "--config", str(config), timeout=180)
-        changed = config_hashes(config)
+        changed = running_hashes(config)
         assert all(changed[n] != original[n] for n in original)  # all 8 were recreated
 
         started = time.monotonic()
@@ -60,7 +33,7 @@ def test_rollback_of_8_docker_backends_is_fast_and_keeps_keys(tmp_path, free_blo
         print(f"rollback of 8 docker backends: {wall:.2f}s wall, {result['elapsed_s']}s inside")
         assert wall <= 10.0, f"rollback of 8 took {wall:.1f}s"
         assert config.read_text() == original_text
-        assert config_hashes(config) == original
+        assert running_hashes(config) == original
         assert sorted(a["name"] for a in result["actions"] if a["kind"] == "recreate") == sorted(
             original
         )
@@ -84,11 +57,11 @@ def test_rollback_twice_undoes_it_and_picks_named_snapshots(tmp_path, free_block
 
         undo = cli_json("rollback", "--config", str(config))
         assert config.read_text() == first
-        assert config_hashes(config) == expected_hashes(config)
+        assert running_hashes(config) == wanted_hashes(config)
         # The rollback saved the fleet it replaced; rolling back to it redoes the change.
         cli_json("rollback", undo["saved_as"], "--config", str(config))
         assert config.read_text() == second
-        assert config_hashes(config) == expected_hashes(config)
+        assert running_hashes(config) == wanted_hashes(config)
         assert key_hashes(config) == keys_before
 
         plan = cli_json("rollback", "--dry-run", undo["snapshot"][:-1], "--config", str(config))

@@ -5,7 +5,6 @@ with every identity key byte-identical."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import signal
@@ -14,33 +13,18 @@ import threading
 import time
 
 import pytest
-from fleet_helpers import CONDUITCTL, cli, cli_json, write_config
+from fleet_helpers import (
+    CONDUITCTL,
+    cli,
+    cli_json,
+    key_hashes,
+    running_hashes,
+    wanted_hashes,
+    write_config,
+)
 
 from conduitctl.drills.loadtest import LoadSpec, run_load
-from conduitctl.ops import keys
-from conduitctl.runtime import runtime_for
-from conduitctl.runtime.base import launch_specs
 from conduitctl.settings import load_settings
-
-
-def running_hashes(config) -> dict[str, str | None]:
-    settings = load_settings(config)
-    return {s.name: s.config_hash for s in runtime_for(settings).backends()}
-
-
-def wanted_hashes(config) -> dict[str, str]:
-    return {s.name: s.config_hash() for s in launch_specs(load_settings(config))}
-
-
-def key_hashes(config, timeout: float = 20) -> dict[str, str]:
-    settings = load_settings(config)
-    store = keys.store_for(settings)
-    deadline = time.monotonic() + timeout
-    while True:
-        found = {n: store.read(n) for n in settings.backend_names()}
-        if all(found.values()) or time.monotonic() > deadline:
-            return {n: hashlib.sha256(d).hexdigest() for n, d in found.items() if d}
-        time.sleep(0.1)
 
 
 def wait_for(condition, timeout: float, what: str):
@@ -83,26 +67,29 @@ def test_rollout_moves_the_fleet_in_stages(tmp_path, free_block):
         cli("down", "--purge", "--config", str(config), check=False)
 
 
-def test_the_supervisor_resumes_a_rollout_whose_driver_died(tmp_path, free_block):
+def test_the_supervisor_resumes_a_rollout_after_a_reboot(tmp_path, free_block):
+    """Driver and supervisor both die (a reboot, as far as they can tell); the supervisor,
+    started again as systemd would, finds the orphaned rollout and resumes it."""
     base = free_block(140)
     config = write_config(tmp_path, base, name="rr", containers=2, front="haproxy")
+    env = {**os.environ, "CONDUITCTL_CONFIG": ""}
     try:
         cli("up", "--config", str(config))  # with the supervisor
         config.write_text(config.read_text().replace("max_clients = 1000", "max_clients = 600"))
         argv = [CONDUITCTL, "rollout", "--stages", "1,2", "--soak", "3s", "--drain-timeout", "1"]
-        driver = subprocess.Popen(
-            [*argv, "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "CONDUITCTL_CONFIG": ""},
-        )
+        driver = subprocess.Popen([*argv, "--config", str(config)], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         wait_for(lambda: (rollout_state(config) or {}).get("phase") == "soaking", 30, "a soak")
-        os.kill(driver.pid, signal.SIGKILL)  # the ssh session dropped, say
+        os.kill(driver.pid, signal.SIGKILL)
         driver.wait(5)
+        cli("daemon-stop", "--config", str(config))
         assert rollout_state(config)["active"]
-        # An operator change meanwhile is refused: the rollout owns the fleet.
+        # An operator change meanwhile is refused, and told how to go on.
         busy = cli("up", "--config", str(config), check=False)
-        assert busy.returncode == 2 and "rollout --abort" in busy.stderr
+        assert busy.returncode == 2 and "driver is gone: `rollout --resume`" in busy.stderr
+        subprocess.Popen([CONDUITCTL, "daemon", "--config", str(config)], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)  # fmt: skip
         done = wait_for(
             lambda: (s := rollout_state(config)) and not s["active"] and s, 60, "the resume"
         )

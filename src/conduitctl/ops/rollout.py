@@ -17,7 +17,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -509,16 +508,9 @@ def start_driver(config_path: Path, log_dir: Path) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "conduitctl", "rollout", "--resume",
             "--config", str(config_path.absolute())]  # fmt: skip
-    with (log_dir / "rollout.out").open("ab") as handle:
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-        )
-    return process.pid
+    from conduitctl.supervise.control import spawn_detached
+
+    return spawn_detached(argv, log_dir / "rollout.out").pid
 
 
 def stop_driver(state: RolloutState, timeout: float = 10.0) -> bool:

@@ -58,6 +58,20 @@ def release(state_dir: Path) -> None:
         pass
 
 
+def spawn_detached(argv: list[str], out: Path) -> subprocess.Popen[bytes]:
+    """A process in its own session (it outlives this command and its terminal), its
+    output appended to `out`."""
+    with out.open("ab") as handle:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+
 def start_background(config_path: Path, state_dir: Path, log_dir: Path) -> int:
     """Start `conduitctl daemon` detached; returns its pid once it has claimed the state dir."""
     running = daemon_pid(state_dir)
@@ -66,15 +80,7 @@ def start_background(config_path: Path, state_dir: Path, log_dir: Path) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     out = log_dir / "daemon.out"
     argv = [sys.executable, "-m", "conduitctl", "daemon", "--config", str(config_path.absolute())]
-    with out.open("ab") as handle:
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-        )
+    process = spawn_detached(argv, out)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if daemon_pid(state_dir) == process.pid:
