@@ -593,7 +593,7 @@ def status(
     from conduitctl import alerts as alert_engine
     from conduitctl.observe.fleet import collect
     from conduitctl.supervise import control
-    from conduitctl.supervise.service import load_alert_state
+    from conduitctl.supervise.files import load_alert_state
 
     settings, _, runtime, front = _fleet(config)
 
@@ -897,7 +897,7 @@ def parse_since(text: str | None, now: float) -> float | None:
 
 def _history_store(settings: Settings) -> Any:
     from conduitctl.store import Store
-    from conduitctl.supervise.service import history_path
+    from conduitctl.supervise.files import history_path
 
     path = history_path(settings.state_dir)
     if not path.exists():
@@ -997,7 +997,7 @@ def alerts_list(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt =
     if ctx.invoked_subcommand is not None:
         return
     from conduitctl import alerts as alert_engine
-    from conduitctl.supervise.service import load_alert_state
+    from conduitctl.supervise.files import load_alert_state
 
     settings, _ = _load(config)
     active = alert_engine.active_alerts(load_alert_state(settings.state_dir))

@@ -23,7 +23,7 @@ from conduitctl.ops.drain import RestartAborted, rolling_restart
 from conduitctl.runtime import runtime_for
 from conduitctl.settings import Settings, load_settings, settings_from_dict
 from conduitctl.store import Store
-from conduitctl.supervise.service import history_path
+from conduitctl.supervise.files import history_path
 
 
 @dataclass

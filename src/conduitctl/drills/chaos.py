@@ -1094,7 +1094,7 @@ class Drill:
 
     def open_store(self) -> Store:
         from conduitctl.supervise import control
-        from conduitctl.supervise.service import history_path
+        from conduitctl.supervise.files import history_path
 
         state_dir = self.settings.state_dir
         if control.daemon_pid(state_dir) is None:

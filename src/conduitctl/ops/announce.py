@@ -268,10 +268,8 @@ def _target(sender: Sender) -> str:
 
 def _open_store(settings: Settings) -> tuple[Store | None, str | None]:
     """The history store, or None and why not (never raises)."""
-    # Imported here: supervise.service imports the whole supervisor (which imports
-    # ops.drain, whose rolling restart imports this module).
     try:
-        from conduitctl.supervise.service import history_path
+        from conduitctl.supervise.files import history_path
 
         return Store(history_path(settings.state_dir)), None
     except Exception as exc:

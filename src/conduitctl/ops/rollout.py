@@ -359,7 +359,7 @@ class Driver:
     def name_oom(self, failure: str, specs: list[LaunchSpec], since: float) -> str:
         """A backend that died or restarted: say so when the supervisor saw an OOM kill."""
         from conduitctl.store import Store
-        from conduitctl.supervise.service import history_path
+        from conduitctl.supervise.files import history_path
 
         if "OOM" in failure:
             return failure

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 
 from conduitctl.errors import ConduitctlError
-from conduitctl.supervise.daemon import PID_FILE
+from conduitctl.supervise.files import PID_FILE
 
 START_TIMEOUT_S = 15.0
 

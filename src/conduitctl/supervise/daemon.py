@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "daemon-state.json"
 FRONT_WATCH = "front"  # the front master's pidfd, in its own watcher
-PID_FILE = "daemon.pid"
 DEATH_DETAIL_DELAY_S = 0.3  # the shim / dockerd record the exit code within this
 STOP_TIMEOUT_S = 3.0  # a hung backend gets this long to exit on SIGTERM before SIGKILL
 

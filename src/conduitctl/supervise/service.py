@@ -27,27 +27,11 @@ from conduitctl.settings import Settings, load_settings
 from conduitctl.store import Store
 from conduitctl.supervise import control
 from conduitctl.supervise.daemon import Supervisor, install_signal_handlers
+from conduitctl.supervise.files import alerts_path, history_path, load_alert_state
 
 log = logging.getLogger(__name__)
 
-HISTORY_FILE = "history.db"
-ALERTS_FILE = "alerts.json"
 MAINTAIN_EVERY_S = 60.0
-
-
-def alerts_path(state_dir: Path) -> Path:
-    return state_dir / ALERTS_FILE
-
-
-def history_path(state_dir: Path) -> Path:
-    return state_dir / HISTORY_FILE
-
-
-def load_alert_state(state_dir: Path) -> alerts.AlertState:
-    try:
-        return alerts.AlertState.from_dict(json.loads(alerts_path(state_dir).read_text()))
-    except (OSError, ValueError):
-        return alerts.AlertState()
 
 
 class Outputs:
