@@ -99,6 +99,31 @@ def test_the_supervisor_resumes_a_rollout_after_a_reboot(tmp_path, free_block):
         cli("down", "--purge", "--config", str(config), check=False)
 
 
+def test_without_a_front_a_stage_waits_for_the_sessions_to_end(tmp_path, free_block):
+    """Real Conduit has no front to drain: a backend moves at a low-client moment, so a
+    load held straight at it loses no session."""
+    base = free_block(140)
+    config = write_config(tmp_path, base, name="rn", containers=2, front="none")
+    try:
+        cli("up", "--no-daemon", "--config", str(config))
+        config.write_text(config.read_text().replace("max_clients = 1000", "max_clients = 500"))
+        reports = []
+        spec = LoadSpec("127.0.0.1", base + 4, clients=60, duration_s=4, rate_kbps=8, ramp_s=0.5)
+        load = threading.Thread(target=lambda: reports.append(asyncio.run(run_load(spec))))
+        load.start()
+        time.sleep(1.0)  # the sessions are up
+        started = time.monotonic()
+        result = cli("rollout", "--stages", "1,2", "--soak", "1s", "--drain-timeout", "30",
+                     "--config", str(config))  # fmt: skip
+        load.join(30)
+        assert "waiting for 50 or fewer (no front)" in result.stderr
+        assert time.monotonic() - started >= 2.0  # it waited for the load to end
+        assert reports[0].connected == 60 and reports[0].sessions_dropped == 0
+        assert running_hashes(config) == wanted_hashes(config)
+    finally:
+        cli("down", "--purge", "--config", str(config), check=False)
+
+
 def test_abort_rolls_back_a_running_rollout(tmp_path, free_block):
     base = free_block(140)
     config = write_config(tmp_path, base, name="ra", containers=2)

@@ -212,18 +212,20 @@ def restart_when_quiet(
     ready_timeout: float = READY_TIMEOUT,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    spec: LaunchSpec | None = None,
 ) -> DrainResult:
     """No front: wait up to `timeout` s for its sessions to be at or below `low_clients`
-    (None: LOW_WATER_FRACTION of its max clients), then restart it (the data is kept) and
-    wait until it is ready. Past the bound it restarts anyway, cutting what is left
-    (`timed_out`). Held from the supervisor while it is down.
+    (None: LOW_WATER_FRACTION of its max clients), then restart it (with `spec`, e.g. a
+    rollout stage's, else conduit.toml's; the data is kept) and wait until it is ready.
+    Past the bound it restarts anyway, cutting what is left (`timed_out`). Held from the
+    supervisor while it is down.
 
     Raises BadInput for an unknown name, ConduitctlError when it is not ready within
     `ready_timeout` s."""
     _check(settings, name)
     if low_clients is not None and low_clients < 0:
         raise BadInput(f"low clients must be 0 or more (got {low_clients})")
-    spec = next(s for s in launch_specs(settings) if s.name == name)
+    spec = spec or next(s for s in launch_specs(settings) if s.name == name)
     mark = low_water(spec.backend.max_clients) if low_clients is None else low_clients
     started = clock()
     deadline = started + timeout

@@ -30,7 +30,7 @@ from conduitctl.errors import BadInput, ConduitctlError
 from conduitctl.events import EventKind
 from conduitctl.front.base import Front
 from conduitctl.ops import snapshots
-from conduitctl.ops.converge import READY_TIMEOUT, is_ready, up, wait_ready
+from conduitctl.ops.converge import is_ready, up
 from conduitctl.ops.holds import holding
 from conduitctl.ops.rollout_plan import (
     Gates,
@@ -322,20 +322,18 @@ class Driver:
         return None
 
     def replace(self, new: Settings, spec: LaunchSpec, drain_timeout: float) -> None:
-        """One backend onto its new spec, gracefully: drained from the front first."""
+        """One backend onto its new spec, gracefully: drained from the front first or,
+        with no front (real Conduit), at a low-client moment (both bounded)."""
         from conduitctl.ops import drain as draining
 
-        if new.front.kind != "none":
-            draining.drain(new, self.runtime, self.front, spec.name, timeout=drain_timeout,
-                           progress=self.progress)  # fmt: skip
-            draining.undrain(new, self.runtime, self.front, spec.name, spec=spec,
-                             progress=self.progress)  # fmt: skip
+        if new.front.kind == "none":
+            draining.restart_when_quiet(new, self.runtime, spec.name, timeout=drain_timeout,
+                                        spec=spec, progress=self.progress)  # fmt: skip
             return
-        with holding(self.state_dir, [spec.name]):
-            self.runtime.stop(spec.name)
-            self.runtime.start(spec)
-            if wait_ready(new, [spec.backend], READY_TIMEOUT):
-                raise ConduitctlError(f"not ready after {READY_TIMEOUT:g}s")
+        draining.drain(new, self.runtime, self.front, spec.name, timeout=drain_timeout,
+                       progress=self.progress)  # fmt: skip
+        draining.undrain(new, self.runtime, self.front, spec.name, spec=spec,
+                         progress=self.progress)  # fmt: skip
 
     def soak(self, state: RolloutState, new: Settings) -> str | None:
         label = f"stage {state.stage + 1}/{len(state.stages)}"
