@@ -48,6 +48,9 @@ def plan_backends(desired: list[LaunchSpec], observed: list[BackendStatus]) -> l
             creates.append(Action(ActionKind.CREATE, spec.name, "missing", spec))
         elif status.config_hash != spec.config_hash():
             recreates.append(Action(ActionKind.RECREATE, spec.name, "config changed", spec))
+        elif status.image_changed:
+            reason = f"{spec.image} is another image now"
+            recreates.append(Action(ActionKind.RECREATE, spec.name, reason, spec))
         elif status.state != State.RUNNING:
             reason = f"{status.state.value}" + (
                 f" (exit code {status.exit_code})" if status.exit_code is not None else ""

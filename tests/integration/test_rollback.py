@@ -73,3 +73,40 @@ def test_rollback_twice_undoes_it_and_picks_named_snapshots(tmp_path, free_block
         assert "no snapshot 'no-such-snapshot'" in missing.stderr
     finally:
         cli("down", "--purge", "--config", str(config), check=False)
+
+
+@pytest.mark.docker
+def test_an_image_rebuilt_under_its_tag_is_rolled_out_and_back(tmp_path, free_block, sim_image):
+    """`docker pull`/a rebuild moves a tag: `up` recreates onto the new image; `rollback`
+    points the tag at the recorded image again and recreates back onto it."""
+    import docker
+    from sim_images import build_faulty_image, remove_faulty_image
+
+    tag = "conduit-sim:retag-test"
+    client = docker.from_env()
+    first = client.images.get(build_faulty_image(tag, {"CONDUIT_SIM_SESSION_MB": "0"})).id
+    base = free_block(140)
+    config = write_config(tmp_path, base, name="rt", containers=2, runtime="docker", image=tag)
+    try:
+        cli("up", "--no-daemon", "--config", str(config), timeout=180)
+        keys_before = key_hashes(config)
+        second = client.images.get(build_faulty_image(tag, {"CONDUIT_SIM_SESSION_MB": "1"})).id
+        assert second != first
+        plan = cli_json("up", "--dry-run", "--config", str(config))
+        assert [a["reason"] for a in plan["actions"]] == [f"{tag} is another image now"] * 2
+
+        cli("up", "--no-daemon", "--config", str(config), timeout=180)
+
+        def images() -> set[str]:
+            return {client.containers.get(f"rt-{i}").attrs["Image"] for i in (1, 2)}
+
+        assert images() == {second}
+        result = cli_json("rollback", "--config", str(config))
+        assert result["retagged"] == [tag]
+        assert client.images.get(tag).id == first and images() == {first}
+        assert key_hashes(config) == keys_before
+    finally:
+        cli("down", "--purge", "--config", str(config), check=False, timeout=180)
+        remove_faulty_image(tag)
+        for image in client.images.list(filters={"label": "conduitctl.test=sim-faulty-image"}):
+            client.images.remove(image.id, force=True)

@@ -107,3 +107,11 @@ def test_container_kwargs_bridge_publishes_on_loopback_only():
     }
     argv = kwargs["command"]
     assert argv[argv.index("--listen") + 1] == "0.0.0.0:28001"  # inside its own namespace
+
+
+def test_a_moved_image_tag_recreates_an_otherwise_current_backend():
+    specs = launch_specs(settings())
+    observed = [running(specs[0], image_changed=True), running(specs[1]), running(specs[2])]
+    actions = plan_backends(specs, observed)
+    assert [(a.kind, a.name) for a in actions if a.changes] == [(ActionKind.RECREATE, "c-1")]
+    assert "is another image now" in actions[0].reason

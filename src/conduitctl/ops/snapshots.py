@@ -99,17 +99,21 @@ def take(
         os.chmod(path / "conduit.toml", applied.stat().st_mode & 0o777)
     if front_config is not None and front_config.exists():
         shutil.copyfile(front_config, path / front_config.name)
+    statuses = runtime.backends()
     backends = [
         {
             "name": status.name,
             "state": status.state.value,
             "config_hash": status.config_hash,
             "running": status.state == State.RUNNING,
+            "image_id": status.image_id,
         }
-        for status in runtime.backends()
+        for status in statuses
     ]
     image = settings.workload.effective_image
-    images = {image: _image_id(runtime, image)} if image else {}
+    # What the backends run, not what the tag names now (a pull may have moved it already).
+    running = next((s.image_id for s in statuses if s.image_id), None)
+    images = {image: running or _image_id(runtime, image)} if image else {}
     snapshot = Snapshot(
         id=path.name,
         path=path,

@@ -93,6 +93,9 @@ class BackendStatus:
     cpu_seconds: float | None = None  # cumulative; rates come from two samples
     rss_bytes: int | None = None
     config_hash: str | None = None
+    image_id: str | None = None  # the image it runs (docker)
+    # Its image tag now names another image (pulled, rebuilt, or re-tagged by rollback).
+    image_changed: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:

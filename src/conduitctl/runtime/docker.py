@@ -157,8 +157,24 @@ class DockerRuntime:
             )
         return container
 
-    def _status(self, container: Any) -> BackendStatus:
+    def _image_id(self, tag: str | None, cache: dict[str, str | None]) -> str | None:
+        """The image a tag names now (None: not here), looked up once per listing."""
+        import docker.errors
+
+        if not tag:
+            return None
+        if tag not in cache:
+            try:
+                cache[tag] = str(self.client.images.get(tag).id)
+            except docker.errors.ImageNotFound:
+                cache[tag] = None
+        return cache[tag]
+
+    def _status(self, container: Any, images: dict[str, str | None] | None = None) -> BackendStatus:
         attrs = container.attrs
+        tag_now = self._image_id(
+            attrs.get("Config", {}).get("Image"), {} if images is None else images
+        )
         state = attrs.get("State", {})
         index = int(container.labels.get(labels.LABEL_INDEX, "0"))
         running = state.get("Running", False)
@@ -179,6 +195,8 @@ class DockerRuntime:
             cpu_seconds=usage.cpu_seconds if usage else None,
             rss_bytes=usage.memory_bytes if usage else None,
             config_hash=container.labels.get(labels.LABEL_CONFIG_HASH),
+            image_id=attrs.get("Image"),
+            image_changed=tag_now is not None and attrs.get("Image") != tag_now,
         )
 
     def status(self, name: str) -> BackendStatus:
@@ -188,7 +206,8 @@ class DockerRuntime:
         return self._status(container)
 
     def backends(self) -> list[BackendStatus]:
-        statuses = [self._status(c) for c in self._containers()]
+        images: dict[str, str | None] = {}
+        statuses = [self._status(c, images) for c in self._containers()]
         return sorted(statuses, key=lambda s: s.index)
 
     def data_names(self) -> list[str]:
@@ -250,7 +269,8 @@ class DockerRuntime:
         recreates = 0
         if container is not None:
             same = container.labels.get(labels.LABEL_CONFIG_HASH) == spec.config_hash()
-            if same:
+            image_now = self._image_id(spec.image, {})
+            if same and (image_now is None or container.attrs.get("Image") == image_now):
                 if container.status != "running":
                     container.start()
                     container.reload()
