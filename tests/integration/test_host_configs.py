@@ -88,13 +88,15 @@ def test_rendered_output_passes_its_tool(
 def test_logrotate_debug_run_plans_the_rotation(tmp_path: Path) -> None:
     env = user_env(tmp_path)
     env.log_dir.mkdir(parents=True)
-    (env.log_dir / "daemon.log").write_text("x" * 4096)
+    (env.log_dir / "stream-access.log").write_text("x" * 4096)
+    (env.log_dir / "daemon.log").write_text("y" * 4096)
     s = settings_from_dict({"container": {"log_max_files": 4}})
     result = run_check("logrotate", s, env, tmp_path / "check")
-    assert f"rotating pattern: {env.log_dir}/*.log" in result.output
+    assert f"rotating pattern: {env.log_dir}/nginx-error.log" in result.output
     assert "4 rotations" in result.output
-    assert f"considering log {env.log_dir}/daemon.log" in result.output
-    assert (env.log_dir / "daemon.log").read_text() == "x" * 4096  # -d changed nothing
+    assert f"considering log {env.log_dir}/stream-access.log" in result.output
+    assert "daemon.log" not in result.output  # the daemon rotates its own
+    assert (env.log_dir / "stream-access.log").read_text() == "x" * 4096  # -d changed nothing
 
 
 def test_sysctl_keys_exist_and_missing_module_keys_are_notes(tmp_path: Path) -> None:

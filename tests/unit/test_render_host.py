@@ -96,7 +96,10 @@ def test_logrotate_defaults_as_root() -> None:
     out = logrotate.render(settings(), ROOT)
     lines = directives(out.text)
     assert out.filename == "conduitctl"
-    assert lines[0] == "/var/log/conduitctl/*.log {"
+    assert lines[: lines.index("{")] == [
+        f"/var/log/conduitctl/{name}" for name in logrotate.ROTATED
+    ]
+    assert "/var/log/conduitctl/daemon.log" not in lines  # the daemon rotates it itself
     for want in (
         "daily",
         "maxsize 10M",
@@ -115,7 +118,7 @@ def test_logrotate_defaults_as_root() -> None:
 def test_logrotate_follows_container_log_limits_and_user_log_dir() -> None:
     s = settings(container={"log_max_size": "50m", "log_max_files": 7})
     lines = directives(logrotate.render(s, USER).text)
-    assert lines[0] == f"{USER.log_dir}/*.log {{"
+    assert lines[0] == f"{USER.log_dir}/nginx-error.log"
     assert "rotate 7" in lines
     assert "maxsize 50M" in lines
     assert not any(ln.startswith("su ") for ln in lines)  # no su without root

@@ -47,7 +47,7 @@ class HaproxyFront(ProcessFront):
 
     @property
     def log_file(self) -> Path:
-        return self.env.log_dir / "haproxy.log"
+        return self.env.log_dir / haproxy_render.LOG_FILE
 
     def pid_path(self) -> Path:
         return haproxy_render.pid_path(self.env)

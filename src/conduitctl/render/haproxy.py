@@ -30,6 +30,7 @@ from conduitctl.workloads import PROFILES
 FILENAME = "haproxy.cfg"
 TEMPLATE = "haproxy.cfg.j2"
 PID_FILE = "haproxy.pid"
+LOG_FILE = "haproxy.log"  # written by the front (front/haproxy.py) from its log socket
 STATS_SOCKET = "haproxy.sock"
 STATS_HOST = "127.0.0.1"  # the exporter never leaves loopback
 METRICS_PATH = "/metrics"

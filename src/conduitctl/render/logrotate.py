@@ -1,16 +1,30 @@
-"""logrotate policy for every `*.log` conduitctl and its front write under the log dir (pure).
+"""logrotate policy for the files under the log dir that nothing else rotates (pure).
 
-One block, copytruncate: the daemon, process-runtime backends, rsyslog and nginx keep their
-files open, and copytruncate needs no signal to any of them (the template says why).
+The daemon rotates daemon.log itself (size-based, in-process) and each process backend's
+shim rotates its own log, so neither is listed: two rotators of one file lose lines. Listed:
+the front's logs, rsyslog's files, and the detached daemon's and rollout driver's output.
+One block, copytruncate: their writers keep the files open, and copytruncate needs no signal
+to any of them (the template says why).
 """
 
 from __future__ import annotations
 
 from conduitctl import __version__
+from conduitctl.render import haproxy, nginx, rsyslog
 from conduitctl.render.base import Rendered, RenderEnv, render_template
 from conduitctl.settings import Settings
 
 FILENAME = "conduitctl"
+# The front's logs, rsyslog's files, and the stdout of what `up` and the supervisor detach.
+ROTATED = (
+    nginx.ERROR_LOG,
+    nginx.ACCESS_LOG,
+    haproxy.LOG_FILE,
+    rsyslog.DAEMON_FILE,
+    rsyslog.FLEET_FILE,
+    "daemon.out",
+    "rollout.out",
+)
 STATE_FILE = "logrotate.state"  # non-root installs keep their own logrotate state here
 
 
@@ -27,7 +41,7 @@ def render(settings: Settings, env: RenderEnv) -> Rendered:
         "logrotate.conf.j2",
         version=__version__,
         is_root=env.is_root,
-        log_dir=env.log_dir,
+        files=[env.log_dir / name for name in ROTATED],
         state_file=env.state_dir / STATE_FILE,
         maxsize=logrotate_size(settings.container.log_max_size),
         rotate=settings.container.log_max_files,
