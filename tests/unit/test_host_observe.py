@@ -294,3 +294,19 @@ def test_host_observer_bundles_everything(tmp_path: Path):
     second = observer.observe()
     assert second.nic_rx_mbps == pytest.approx(10.0)
     assert second.nic_tx_mbps == 0.0
+
+
+def test_a_tick_is_steady_only_when_all_is_well():
+    from dataclasses import replace
+
+    from conduitctl.observe.model import BackendObservation, FrontObservation, HostObservation, Tick
+
+    good = BackendObservation(name="c-1", index=1, running=True, healthy=True, in_front=True)
+    front = FrontObservation(kind="nginx", running=True, listening=True)
+    host = HostObservation(mem_total_bytes=1, mem_available_bytes=1, cpu_percent=0.0)
+    tick = Tick(ts=1.0, backends=(good,), host=host, front=front)
+    assert tick.steady
+    assert not replace(tick, backends=(replace(good, healthy=None),)).steady  # unprobed
+    assert not replace(tick, backends=(replace(good, in_front=False),)).steady
+    assert not replace(tick, front=replace(front, listening=False)).steady
+    assert replace(tick, front=FrontObservation(kind="none", running=False, listening=False)).steady

@@ -85,6 +85,7 @@ POLL_S = 0.1
 MEMORY_CAP = 1024**3
 MEMORY_SHARE = 0.25
 STALE_TICKS = 5  # intervals without a recorded tick: the supervisor is not recording
+LIVE_HISTORY_S = 900.0  # the supervisor writes each tick at once this long (a drill's bound)
 NFT_TABLE_PREFIX = "conduitctl_chaos_"
 NFT_INSTALL = "apt-get install nftables"
 NFT_EXPIRY_MARGIN_S = 10.0  # the loss rules match nothing this long after the fault's end
@@ -1094,7 +1095,7 @@ class Drill:
 
     def open_store(self) -> Store:
         from conduitctl.supervise import control
-        from conduitctl.supervise.files import history_path
+        from conduitctl.supervise.files import history_path, stop_live_history, want_live_history
 
         state_dir = self.settings.state_dir
         if control.daemon_pid(state_dir) is None:
@@ -1106,6 +1107,9 @@ class Drill:
         if not path.exists():
             raise ConduitctlError(f"no history at {path} yet: the supervisor records it")
         self.store = Store(path)
+        # The supervisor batches its ticks while all is well: ask for them as they come.
+        want_live_history(state_dir, LIVE_HISTORY_S)
+        self.cleanups.add("live history", lambda: stop_live_history(state_dir))
         return self.store
 
     def health_now(self) -> FleetHealth | None:

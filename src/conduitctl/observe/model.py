@@ -53,3 +53,12 @@ class Tick:
     backends: tuple[BackendObservation, ...]
     host: HostObservation
     front: FrontObservation
+
+    @property
+    def steady(self) -> bool:
+        """Nothing to watch closely: every backend running, healthy and in the front, and
+        the front (if any) running and listening."""
+        front_ok = self.front.kind == "none" or (self.front.running and self.front.listening)
+        return front_ok and all(
+            b.running and b.healthy is True and b.in_front for b in self.backends
+        )

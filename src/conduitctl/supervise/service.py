@@ -27,11 +27,17 @@ from conduitctl.settings import Settings, load_settings
 from conduitctl.store import Store
 from conduitctl.supervise import control
 from conduitctl.supervise.daemon import Supervisor, install_signal_handlers
-from conduitctl.supervise.files import alerts_path, history_path, load_alert_state
+from conduitctl.supervise.files import (
+    alerts_path,
+    history_path,
+    live_history_wanted,
+    load_alert_state,
+)
 
 log = logging.getLogger(__name__)
 
 MAINTAIN_EVERY_S = 60.0
+STORE_FLUSH_S = 10.0  # samples reach history.db in batches: a tenth of the disk writes
 
 
 class Outputs:
@@ -41,7 +47,7 @@ class Outputs:
         self.settings = settings
         self.state_dir = state_dir
         self.loop = loop
-        self.store = Store(history_path(state_dir))
+        self.store = Store(history_path(state_dir), flush_every=STORE_FLUSH_S)
         self.alert_state = load_alert_state(state_dir)
         self.origin = f"{settings.cluster.name}@{socket.gethostname()}"
         self.dispatcher = Dispatcher(
@@ -50,6 +56,7 @@ class Outputs:
         self.exporter = self.make_exporter(settings)
         self.server: MetricsServer | None = None
         self.last_maintain = 0.0
+        self.was_steady = False
 
     @staticmethod
     def make_exporter(settings: Settings) -> Exporter:
@@ -83,6 +90,12 @@ class Outputs:
 
     def on_tick(self, tick: Tick) -> None:
         self.store.record_tick(tick)
+        # Batched while all is well; written at once around anything worth watching, and
+        # while a drill reads the history live.
+        steady = tick.steady
+        if not (steady and self.was_steady) or live_history_wanted(self.state_dir, tick.ts):
+            self.store.flush()
+        self.was_steady = steady
         state, transitions = alerts.step(self.alert_state, tick, self.settings)
         for transition in transitions:
             self.store.record(transition.event())
