@@ -1060,6 +1060,9 @@ def rollback(
         str | None, typer.Argument(help="snapshot id or prefix (default: the newest)")
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="say what would change, change nothing")] = False,
+    batch: Annotated[
+        int, typer.Option(help="backends replaced at once (1 keeps all but one serving)", min=1)
+    ] = 2,
     legacy: Annotated[
         bool,
         typer.Option(
@@ -1112,6 +1115,7 @@ def rollback(
             runtime_for=runtime_for,
             front_for=lambda s: front_for(s, render_env(s, path)),
             progress=_progress(as_json),
+            batch=batch,
         )
     target, _ = _load(path)
     if control.signal_daemon(target.state_dir, signal.SIGHUP):

@@ -55,7 +55,7 @@ def test_rollback_twice_undoes_it_and_picks_named_snapshots(tmp_path, free_block
         cli("up", "--no-daemon", "--config", str(config))
         second = config.read_text()
 
-        undo = cli_json("rollback", "--config", str(config))
+        undo = cli_json("rollback", "--batch", "1", "--config", str(config))
         assert config.read_text() == first
         assert running_hashes(config) == wanted_hashes(config)
         # The rollback saved the fleet it replaced; rolling back to it redoes the change.

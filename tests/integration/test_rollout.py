@@ -80,9 +80,9 @@ def test_the_supervisor_resumes_a_rollout_after_a_reboot(tmp_path, free_block):
         driver = subprocess.Popen([*argv, "--config", str(config)], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         wait_for(lambda: (rollout_state(config) or {}).get("phase") == "soaking", 30, "a soak")
+        cli("daemon-stop", "--config", str(config))  # first, or it resumes at once
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(5)
-        cli("daemon-stop", "--config", str(config))
         assert rollout_state(config)["active"]
         # An operator change meanwhile is refused, and told how to go on.
         busy = cli("up", "--config", str(config), check=False)
@@ -155,6 +155,7 @@ def test_abort_rolls_back_a_running_rollout(tmp_path, free_block):
 @pytest.mark.docker
 @pytest.mark.slow
 def test_rollout_of_an_image_that_ooms_is_rolled_back(tmp_path, free_block, sim_image):
+    import docker
     from sim_images import build_faulty_image, remove_faulty_image
 
     bad_image = build_faulty_image("conduit-sim:oom-under-load", {"CONDUIT_SIM_SESSION_MB": "8"})
@@ -177,6 +178,7 @@ def test_rollout_of_an_image_that_ooms_is_rolled_back(tmp_path, free_block, sim_
         load = threading.Thread(target=hold_load)
         load.start()
         config.write_text(original.replace(f'image = "{sim_image}"', f'image = "{bad_image}"'))
+        rollout_started = time.time()
         # Stage 1: one backend at 2 clients holds 16 MB; stage 2: four at 100 clients OOM.
         result = cli("rollout", "--stages", "1,4,8", "--soak", "8s", "--clients-steps", "2,100",
                      "--drain-timeout", "1", "--json", "--config", str(config),
@@ -185,9 +187,20 @@ def test_rollout_of_an_image_that_ooms_is_rolled_back(tmp_path, free_block, sim_
         load.join(30)
         assert result.returncode == 1, result.stderr
         state = json.loads(result.stdout)
-        assert state["phase"] == "rolled_back"
+        assert state["phase"] == "rolled_back", state["message"]
         assert [p["stage"] for p in state["passed"]] == [1]  # stage 1 passed, stage 2 failed
-        assert state["stage"] == 1 and "OOM" in state["message"], state["message"]
+        assert state["stage"] == 1, state["message"]  # the second stage
+        # The kernel OOM-killed a backend of that stage; the gate that tripped says so (an
+        # OOM kill, or the failed probes of the memory-starved backend just before it).
+        ooms = {
+            e["Actor"]["Attributes"]["name"]
+            for e in docker.from_env().events(
+                since=int(rollout_started), until=int(time.time()) + 1,
+                filters={"type": "container", "event": "oom"}, decode=True,
+            )
+        }  # fmt: skip
+        assert ooms & {"rk-1", "rk-2", "rk-3", "rk-4"}, ooms
+        assert "OOM-killed" in state["message"], state["message"]
         assert config.read_text() == original  # conduit.toml is the old one again
         assert running_hashes(config) == wanted_hashes(config)
         assert key_hashes(config) == keys_before  # every identity key byte-identical

@@ -50,6 +50,7 @@ Progress = Callable[[str], None]
 
 SAMPLE_S = 1.0
 RESUME_COOLDOWN_S = 15.0
+OOM_GRACE_S = 5.0  # after a failed gate, how long an OOM kill may take to show
 ACTIVE = ("applying", "soaking", "rolling_back")
 
 
@@ -355,27 +356,38 @@ class Driver:
         return None
 
     def name_oom(self, failure: str, specs: list[LaunchSpec], since: float) -> str:
-        """A backend that died or restarted: say so when the supervisor saw an OOM kill."""
+        """The cause, when it was an OOM kill: a backend seen dead or restarted may have been
+        OOM-killed, and a memory-starved one often fails its probes just before the kill,
+        so OOM kills of this stage's backends are looked for during a short grace."""
+        if "OOM" in failure:
+            return failure
+        names = {spec.name for spec in specs}
+        deadline = self.clock() + OOM_GRACE_S
+        while True:
+            killed = sorted((self.docker_ooms(since) | self.recorded_ooms(since)) & names)
+            for name in killed:
+                if failure.startswith(f"{name} "):
+                    return f"{name} was OOM-killed"
+            if killed:
+                return f"{killed[0]} was OOM-killed (first sign: {failure})"
+            if self.clock() >= deadline:
+                return failure
+            self.sleep(SAMPLE_S / 2)
+
+    def recorded_ooms(self, since: float) -> set[str]:
+        """Backends the supervisor recorded as OOM-killed since `since`."""
         from conduitctl.store import Store
         from conduitctl.supervise.files import history_path
 
-        if "OOM" in failure:
-            return failure
-        for name in self.docker_ooms(since):
-            if failure.startswith(f"{name} "):
-                return f"{name} was OOM-killed"
         path = history_path(self.state_dir)
         if not path.exists():
-            return failure
+            return set()
         try:
             with Store(path) as store:
                 events = store.events(since=since, kinds={EventKind.OOM})
         except Exception:
-            return failure
-        for event in events:
-            if event.backend and failure.startswith(f"{event.backend} "):
-                return f"{event.backend} was OOM-killed"
-        return failure
+            return set()
+        return {event.backend for event in events if event.backend}
 
     def docker_ooms(self, since: float) -> set[str]:
         """Containers dockerd saw OOM-killed since `since` (its restart policy may have

@@ -21,6 +21,7 @@ from conduitctl.runtime.base import BackendStatus, LaunchSpec, State
 from conduitctl.units import format_size
 from conduitctl.workloads import PROFILES
 
+NAME_CONFLICT_RETRIES = 3
 _STATES = {
     "running": State.RUNNING,
     "restarting": State.RESTARTING,
@@ -281,15 +282,22 @@ class DockerRuntime:
         self._ensure_volume(spec)
         kwargs = container_kwargs(spec)
         kwargs["labels"]["io.conduitctl.recreates"] = str(recreates)
-        try:
-            container = self.client.containers.run(**kwargs)
-        except docker.errors.APIError as exc:
-            leftover = self._get(spec.name)
-            if leftover is not None:
-                leftover.remove(force=True)  # a container that cannot start is no use
-            raise ConduitctlError(f"{spec.name}: {start_error_hint(exc, spec)}") from None
-        container.reload()
-        return self._status(container)
+        created: Any = None
+        for attempt in range(NAME_CONFLICT_RETRIES + 1):
+            try:
+                created = self.client.containers.run(**kwargs)
+                break
+            except docker.errors.APIError as exc:
+                leftover = self._get(spec.name)
+                if leftover is not None:
+                    leftover.remove(force=True)  # a container that cannot start is no use
+                # Another actor (the supervisor finishing a restart it began before a hold)
+                # created one by that name between our remove and our create: ours wins.
+                if exc.status_code == 409 and attempt < NAME_CONFLICT_RETRIES:
+                    continue
+                raise ConduitctlError(f"{spec.name}: {start_error_hint(exc, spec)}") from None
+        created.reload()
+        return self._status(created)
 
     def stop(self, name: str, timeout: float = 10.0) -> None:
         container = self._get(name)
