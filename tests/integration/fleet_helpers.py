@@ -125,3 +125,14 @@ def wanted_hashes(config: Path) -> dict[str, str]:
     from conduitctl.settings import load_settings
 
     return {s.name: s.config_hash() for s in launch_specs(load_settings(config))}
+
+
+def wait_for(check: Any, timeout: float, what: str, every: float = 0.1) -> Any:
+    """The first truthy value of `check()` within `timeout` s, else AssertionError."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -19,22 +19,13 @@ from fleet_helpers import (
     cli_json,
     key_hashes,
     running_hashes,
+    wait_for,
     wanted_hashes,
     write_config,
 )
 
 from conduitctl.drills.loadtest import LoadSpec, run_load
 from conduitctl.settings import load_settings
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def rollout_state(config) -> dict | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import psutil
 import pytest
-from fleet_helpers import cli, cli_json, write_config
+from fleet_helpers import cli, cli_json, wait_for, write_config
 
 from conduitctl.events import Event
 from conduitctl.store import Store
@@ -27,16 +27,6 @@ timeout = "400ms"
 restart_backoff = "200ms"
 restart_after = "2s"
 """
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def events_of(config: Path, backend: str | None = None) -> list[Event]:
