@@ -284,6 +284,33 @@ def test_degradation_raises_a_full_survivor_then_restores_it(fleet):
     wait_for(lambda: max_clients(raised.backend) == 100, 15, "the configured max again")
 
 
+def test_a_crash_looping_backend_started_by_someone_else_is_adopted(fleet):
+    """Restarts stopped (crash loop); the operator starts it without any hold the supervisor
+    could see (by hand, or a command quicker than a tick): it is adopted and put back."""
+    from conduitctl.runtime import runtime_for
+    from conduitctl.runtime.base import launch_specs
+    from conduitctl.settings import load_settings
+
+    extra = FAST_HEALTH + 'crash_loop_restarts = 2\ncrash_loop_window = "60s"\n'
+    config = fleet("sad", containers=2, extra=extra)
+    seen: set[int] = set()
+    for _ in range(3):
+        pid = wait_for(
+            lambda: (p := backend_pid(config, "sad-2")) and p not in seen and p, 15, "a fresh pid"
+        )
+        seen.add(pid)
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.3)
+    looped = wait_for(lambda: first(events_of(config, "sad-2"), "crash_loop"), 15, "the loop")
+    settings = load_settings(config)
+    spec = next(s for s in launch_specs(settings) if s.name == "sad-2")
+    runtime_for(settings).start(spec)  # no hold: the supervisor only sees it running
+    back = wait_for(
+        lambda: first(events_of(config, "sad-2"), "front_in", after=looped.ts), 15, "adoption"
+    )
+    assert back.message == "sad-2 back into the front (healthy again)"
+
+
 def test_alerts_test_sends_to_every_notifier_and_fails_on_a_dead_one(tmp_path, webhook, free_port):
     config = write_config(tmp_path / "sat", free_port(), name="sat", containers=1)
     dead = free_port()  # nothing listens there

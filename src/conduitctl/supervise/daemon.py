@@ -323,6 +323,19 @@ class Supervisor:
                 slot.cpu = (mono, cpu) if cpu is not None else slot.cpu
                 slot.rss = rss
 
+    def adopt_restarted(self, holds: set[str]) -> None:
+        """Level-triggered: a backend this supervisor holds for dead (crash-looping, say)
+        that runs again, started by someone else (`restart` quicker than a tick saw its hold,
+        `docker start` by hand), is adopted. Costs one runtime listing, only while some
+        backend is down."""
+        down = {n for n, s in self.slots.items() if not s.running and n not in holds}
+        if not down:
+            return
+        statuses = {s.name: s for s in self.runtime.backends() if s.name in down}
+        back = {n for n, s in statuses.items() if s.state == State.RUNNING and s.pid}
+        if back:
+            self.adopt(back)
+
     def front_view(self) -> FrontView:
         """Alive by its pid every tick; listening by its listen sockets in the kernel's table
         (never by connecting: that would be a client session and an access-log line)."""
@@ -497,6 +510,7 @@ class Supervisor:
             self.holds = holds
             if released:  # an operator command finished with them: re-read their state
                 self.adopt(released & set(self.slots))
+            self.adopt_restarted(holds)
             views = [
                 BackendView(
                     name=slot.name,
