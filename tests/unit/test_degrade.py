@@ -57,3 +57,15 @@ def test_no_restore_while_someone_is_still_down():
 def test_nothing_when_everyone_is_down():
     members = [member("a", healthy=False, down_since=0)]
     assert plan_degradation(members, 100, 60, 1000) is None
+
+
+def test_a_survivor_briefly_out_while_raised_is_not_covered_for():
+    """a is being raised (restarting: unhealthy for a moment); b must get the same share,
+    not the whole down backend's and a's clients as well."""
+    members = [
+        member("a", healthy=False, down_since=99.5, current=150),
+        member("b", load=95),
+        member("c", healthy=False, down_since=0),
+    ]
+    change = plan_degradation(members, 100, 60, 1000)
+    assert change is not None and (change.name, change.max_clients) == ("b", 150)

@@ -54,7 +54,10 @@ def plan_degradation(
         load = sum(m.load for m in healthy)
         if load < FULL_AT * capacity:
             return None
-        wanted = math.ceil(sum(m.configured for m in members) / len(healthy))
+        # Survivors: all but the long-down. One briefly out (a survivor being raised right
+        # now restarts) still counts, or the others would be raised to cover it too.
+        survivors = len(members) - len(long_down)
+        wanted = math.ceil(sum(m.configured for m in members) / survivors)
         target = min(ceiling, wanted)
         for m in sorted(healthy, key=lambda m: m.name):
             if m.current < target:
