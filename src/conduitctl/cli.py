@@ -1104,9 +1104,9 @@ def rollback(
     from conduitctl.ops.rollout import refuse_if_active
 
     refuse_if_active(settings.state_dir)  # `rollout --abort` rolls a rollout back
-    _leave_legacy(settings, runtime_for(settings), front_for(settings, render_env(settings, path)),
-                  as_json)  # fmt: skip
-    names = set(settings.backend_names()) | {s.name for s in runtime_for(settings).backends()}
+    runtime = runtime_for(settings)
+    _leave_legacy(settings, runtime, front_for(settings, render_env(settings, path)), as_json)
+    names = set(settings.backend_names()) | {s.name for s in runtime.backends()}
     with holding(settings.state_dir, names):
         result = roll_back(
             settings,

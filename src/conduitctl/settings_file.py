@@ -65,3 +65,8 @@ def write_config(text: str, path: Path, *, secret: bool, force: bool = False) ->
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def replace_config(text: str, path: Path) -> None:
+    """Rewrite an existing conduit.toml atomically, as private as it was (0600 stays 0600)."""
+    write_config(text, path, secret=(path.stat().st_mode & 0o077) == 0, force=True)

@@ -21,7 +21,7 @@ from conduitctl.observe.scrape import scrape
 from conduitctl.reconcile import Action, ActionKind, plan_backends
 from conduitctl.runtime.base import LaunchSpec, Runtime, launch_specs
 from conduitctl.settings import Settings, parse_settings
-from conduitctl.settings_file import write_config
+from conduitctl.settings_file import replace_config
 from conduitctl.workloads import PROFILES, HealthSource
 
 Progress = Callable[[str], None]
@@ -213,8 +213,7 @@ def set_container_count(config_path: Path, count: int) -> Settings:
     cluster["containers"] = count
     new_text = tomlkit.dumps(document)
     settings = parse_settings(new_text, source=f"{config_path} (containers = {count})")
-    secret = (config_path.stat().st_mode & 0o077) == 0
-    write_config(new_text, config_path, secret=secret, force=True)
+    replace_config(new_text, config_path)
     return settings
 
 

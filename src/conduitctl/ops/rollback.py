@@ -22,6 +22,7 @@ from conduitctl.ops import snapshots
 from conduitctl.ops.converge import UpResult, down, up
 from conduitctl.runtime.base import Runtime
 from conduitctl.settings import Settings, parse_settings
+from conduitctl.settings_file import replace_config
 
 Progress = Callable[[str], None]
 REPLACED = "conduit.toml.replaced"  # in the pre-rollback snapshot: the file rollback overwrote
@@ -86,13 +87,6 @@ def retag_images(runtime: Runtime, images: dict[str, str | None]) -> list[str]:
     return moved
 
 
-def _write_config(text: str, path: Path, secret: bool) -> None:
-    tmp = path.with_name(f".{path.name}.rollback")
-    tmp.write_text(text)
-    os.chmod(tmp, 0o600 if secret else 0o644)
-    os.replace(tmp, path)
-
-
 def rollback(
     current: Settings,
     config_path: Path,
@@ -120,8 +114,7 @@ def rollback(
     retagged = retag_images(target_runtime, snapshot.images)
     for tag in retagged:
         progress(f"image {tag} points at {snapshot.images[tag]} again")
-    secret = (config_path.stat().st_mode & 0o077) == 0
-    _write_config(text, config_path, secret)
+    replace_config(text, config_path)
     progress(f"{config_path} restored from {snapshot.id}")
     result = up(target, target_runtime, target_front, progress=progress, batch=batch)
     snapshots.record_applied(target, config_path)

@@ -44,6 +44,7 @@ from conduitctl.ops.rollout_plan import (
 )
 from conduitctl.runtime.base import LaunchSpec, Runtime, State, launch_specs
 from conduitctl.settings import Settings, parse_settings
+from conduitctl.settings_file import replace_config
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -212,7 +213,7 @@ def begin(
     drain_timeout: float = 30.0,
     now: float | None = None,
 ) -> RolloutState:
-    """Check the change and record the rollout; `drive` then carries it out."""
+    """Check the change and record the rollout; `Driver.run` then carries it out."""
     state_dir = new.state_dir
     refuse_if_active(state_dir)
     applied = snapshots.applied_path(state_dir)
@@ -416,11 +417,7 @@ class Driver:
         if self.config_path.read_bytes() != base.read_bytes():
             shutil.copyfile(self.config_path, rejected)
             os.chmod(rejected, 0o600)
-        text = base.read_text()
-        tmp = self.config_path.with_name(f".{self.config_path.name}.rollout")
-        tmp.write_text(text)
-        os.chmod(tmp, self.config_path.stat().st_mode & 0o777)
-        os.replace(tmp, self.config_path)
+        replace_config(base.read_text(), self.config_path)
         if state.replacing is not None:  # drained by the rollout, not by the operator
             from conduitctl.ops.drain import forget_drained
 
@@ -495,7 +492,7 @@ class Sampler:
                     running=running,
                     instance=(f"{status.pid}:{status.restart_count}" if status else None),
                     ready=running and is_ready(self.settings, b),
-                    oom=bool(status and status.oom_killed and running is False)
+                    oom=bool(status and status.oom_killed and not running)
                     or (ooms is not None and base is not None and ooms > base),
                     cpu_percent=cpu_percent,
                     memory_percent=memory_percent,
