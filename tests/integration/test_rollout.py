@@ -176,7 +176,7 @@ def test_rollout_of_an_image_that_ooms_is_rolled_back(tmp_path, free_block, sim_
                      check=False, timeout=300)  # fmt: skip
         load_done.set()
         load.join(30)
-        assert result.returncode == 1, result.stderr
+        assert result.returncode == 1 and result.stdout, result.stderr  # 1: rolled back
         state = json.loads(result.stdout)
         assert state["phase"] == "rolled_back", state["message"]
         assert [p["stage"] for p in state["passed"]] == [1]  # stage 1 passed, stage 2 failed

@@ -277,7 +277,7 @@ class DockerRuntime:
                     container.reload()
                 return self._status(container)
             recreates = int(container.labels.get("io.conduitctl.recreates", "0")) + 1
-            container.remove(force=True)
+            self._remove(container)
         self._ensure_image(spec.image)
         self._ensure_volume(spec)
         kwargs = container_kwargs(spec)
@@ -290,7 +290,7 @@ class DockerRuntime:
             except docker.errors.APIError as exc:
                 leftover = self._get(spec.name)
                 if leftover is not None:
-                    leftover.remove(force=True)  # a container that cannot start is no use
+                    self._remove(leftover)  # a container that cannot start is no use
                 # Another actor (the supervisor finishing a restart it began before a hold)
                 # created one by that name between our remove and our create: ours wins.
                 if exc.status_code == 409 and attempt < NAME_CONFLICT_RETRIES:
@@ -298,6 +298,28 @@ class DockerRuntime:
                 raise ConduitctlError(f"{spec.name}: {start_error_hint(exc, spec)}") from None
         created.reload()
         return self._status(created)
+
+    def _remove(self, container: Any, timeout: float = 10.0) -> None:
+        """Remove it, idempotently: another actor (the supervisor finishing a restart it
+        began before a hold) may be removing it already; then wait until it is gone."""
+        import docker.errors
+
+        try:
+            container.remove(force=True)
+            return
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409 or "already in progress" not in str(exc):
+                raise
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.client.containers.get(container.id)
+            except docker.errors.NotFound:
+                return
+            time.sleep(0.05)
+        raise ConduitctlError(f"{container.name} is still being removed after {timeout:g}s")
 
     def stop(self, name: str, timeout: float = 10.0) -> None:
         container = self._get(name)
@@ -309,7 +331,7 @@ class DockerRuntime:
 
         container = self._get(name)
         if container is not None:
-            container.remove(force=True)
+            self._remove(container)
         if purge:
             index = int(name.rsplit("-", 1)[1])
             with contextlib.suppress(docker.errors.NotFound):
