@@ -17,6 +17,7 @@ import psutil
 
 from conduitctl.render.base import RenderEnv
 from conduitctl.settings import Settings
+from conduitctl.statedir import StateDir
 
 DEFAULT_NIC_MBPS = 1000.0
 NGINX_STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
@@ -103,8 +104,8 @@ def render_env(settings: Settings, config_path: Path) -> RenderEnv:
     return RenderEnv(
         is_root=facts.is_root,
         state_dir=state,
-        log_dir=Path("/var/log/conduitctl") if system else state / "log",
-        run_dir=Path("/run/conduitctl") if system else state / "run",
+        log_dir=Path("/var/log/conduitctl") if system else StateDir(state).log_dir(),
+        run_dir=Path("/run/conduitctl") if system else StateDir(state).run_dir(),
         nginx_stream_module=nginx_stream_module(),
         conduitctl_bin=conduitctl_bin(),
         config_path=config_path.absolute(),

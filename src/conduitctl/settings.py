@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from conduitctl.errors import ConfigError
+from conduitctl.statedir import resolve_state_dir
 from conduitctl.units import parse_duration, parse_size
 from conduitctl.workloads import PROFILES
 
@@ -379,7 +380,18 @@ def load_settings(path: Path) -> Settings:
         raise ConfigError(
             f"{path}: cannot read config ({exc.strerror}); check its permissions"
         ) from None
-    return parse_settings(text, source=str(path))
+    return anchor_state_dir(parse_settings(text, source=str(path)), path)
+
+
+def anchor_state_dir(settings: Settings, config_path: Path) -> Settings:
+    """A relative cluster.state_dir, taken against the config file's directory (not the cwd),
+    so the systemd unit, the daemon and the CLI agree on it."""
+    configured = settings.cluster.state_dir
+    if configured is None or configured.is_absolute():
+        return settings
+    anchored = resolve_state_dir(configured, config_path, ROOT_STATE_DIR)
+    cluster = settings.cluster.model_copy(update={"state_dir": anchored})
+    return settings.model_copy(update={"cluster": cluster})
 
 
 def parse_settings(text: str, source: str = "conduit.toml") -> Settings:

@@ -6,13 +6,12 @@ Files that hold secrets (notifier URLs) are written 0600 from the start.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from conduitctl.errors import BadInput
 from conduitctl.render.base import _TEMPLATES
 from conduitctl.settings import Settings, parse_settings
+from conduitctl.statedir import write_atomic
 from conduitctl.units import format_duration, format_size
 
 
@@ -49,22 +48,10 @@ def holds_secrets(settings: Settings) -> bool:
 
 
 def write_config(text: str, path: Path, *, secret: bool, force: bool = False) -> None:
-    """Write atomically (temp file + rename). Refuses to replace a file unless `force`."""
+    """Write atomically (statedir.write_atomic). Refuses to replace a file unless `force`."""
     if path.exists() and not force:
         raise BadInput(f"{path} already exists; pass --force to replace it or -o another path")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = 0o600 if secret else 0o644
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text, secret=secret)
 
 
 def replace_config(text: str, path: Path) -> None:

@@ -23,6 +23,7 @@ import psutil
 from conduitctl.errors import ConduitctlError
 from conduitctl.render.base import Rendered, RenderEnv
 from conduitctl.settings import Proto, Settings
+from conduitctl.statedir import StateDir, write_atomic
 
 START_TIMEOUT = 10.0
 log = logging.getLogger(__name__)
@@ -183,9 +184,7 @@ def install(candidate: Rendered, path: Path, check: CheckFn, env: RenderEnv) -> 
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
     check(candidate, env, path.parent)
-    tmp = path.with_name(f".{path.name}.new")
-    tmp.write_text(candidate.text)
-    os.replace(tmp, path)
+    write_atomic(path, candidate.text, secret=False)
     return True
 
 
@@ -242,7 +241,7 @@ class ProcessFront:
     def __init__(self, settings: Settings, env: RenderEnv) -> None:
         self.settings = settings
         self.env = env
-        self.dir = env.state_dir / "front"
+        self.dir = StateDir(env.state_dir).front
         self.conf = self.dir / self.config_name
         self.pid_file = self.pid_path()
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,11 +31,11 @@ from conduitctl.ops.converge import READY_TIMEOUT, wait_ready
 from conduitctl.ops.holds import holding
 from conduitctl.runtime.base import LaunchSpec, Runtime, launch_specs
 from conduitctl.settings import Settings
+from conduitctl.statedir import StateDir, write_atomic
 
 if TYPE_CHECKING:
     from conduitctl.ops.announce import Announcement
 
-DRAINED_FILE = "drained.json"
 POLL_S = 0.5
 LOW_WATER_FRACTION = 0.1  # no front: restart at or below this share of the max clients
 NOT_SERVING_SAMPLES = 3  # /metrics unreadable this many polls in a row: nothing to protect
@@ -44,7 +43,7 @@ NOT_SERVING_SAMPLES = 3  # /metrics unreadable this many polls in a row: nothing
 
 def drained(state_dir: Path) -> set[str]:
     try:
-        return set(json.loads((state_dir / DRAINED_FILE).read_text()))
+        return set(json.loads(StateDir(state_dir).drained.read_text()))
     except (OSError, ValueError, TypeError):
         return set()
 
@@ -57,11 +56,7 @@ def forget_drained(state_dir: Path, name: str) -> None:
 
 
 def _write(state_dir: Path, names: set[str]) -> None:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    path = state_dir / DRAINED_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(sorted(names)))
-    os.replace(tmp, path)
+    write_atomic(StateDir(state_dir).drained, json.dumps(sorted(names)), secret=False)
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,13 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from conduitctl.statedir import StateDir, write_atomic
+
 DEFAULT_HOLD_S = 120.0
 
 
 def hold_dir(state_dir: Path) -> Path:
-    return state_dir / "hold"
+    return StateDir(state_dir).holds
 
 
 def held(state_dir: Path, now: float | None = None) -> set[str]:
@@ -44,7 +46,7 @@ def holding(
     names = list(names)
     expires = f"{time.time() + seconds}"
     for name in names:
-        (directory / name).write_text(expires)
+        write_atomic(directory / name, expires, secret=False)  # never read half-written
     try:
         yield
     finally:

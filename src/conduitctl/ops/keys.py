@@ -34,6 +34,7 @@ from typing import Any, Protocol
 from conduitctl import labels
 from conduitctl.errors import BadInput, ConduitctlError
 from conduitctl.settings import Settings
+from conduitctl.statedir import StateDir, write_atomic
 
 KEY_FILE = "conduit_key.json"
 MANIFEST = "manifest.json"
@@ -45,7 +46,7 @@ SUFFIX = f".{KEY_FILE}"
 
 def default_dir(settings: Settings) -> Path:
     """Where backups go unless a directory is given: STATE_DIR/keys."""
-    return settings.state_dir / "keys"
+    return StateDir(settings.state_dir).key_backups
 
 
 def stamp(now: float) -> str:
@@ -249,24 +250,9 @@ class KeyStore(Protocol):
 
 
 def _write_atomic(path: Path, data: bytes, uid: int | None = None, gid: int | None = None) -> None:
-    """Write a 0600 file next to `path`, fsync it, then rename it over `path`."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.restore")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        if uid is not None:
-            os.fchown(fd, uid, gid if gid is not None else -1)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    with contextlib.suppress(OSError):  # make the rename durable too
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+    """A 0600 key file at `path`, owned by uid:gid when given (statedir.write_atomic)."""
+    owner = None if uid is None else (uid, gid if gid is not None else -1)
+    write_atomic(path, data, secret=True, owner=owner)
 
 
 def _read(path: Path) -> bytes | None:
@@ -285,7 +271,7 @@ class ProcessKeys:
 
     def __init__(self, settings: Settings, runtime: Any) -> None:
         self.runtime = runtime
-        self.root = settings.state_dir / "process"
+        self.root = StateDir(settings.state_dir).processes
 
     def path(self, backend: str) -> Path:
         return self.root / backend / "data" / KEY_FILE

@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -44,13 +43,14 @@ from conduitctl.ops.converge import READY_TIMEOUT, wait_ready
 from conduitctl.ops.keys import KEY_FILE, DockerKeys, sha256_hex
 from conduitctl.runtime.base import LaunchSpec, Runtime, launch_specs
 from conduitctl.settings import Settings
+from conduitctl.statedir import StateDir, write_atomic
 from conduitctl.units import format_size
 from conduitctl.workloads import PROFILES
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
-LEGACY_FILE = "legacy.json"
+LEGACY_FILE = "legacy.json"  # its name in messages; the path is StateDir.legacy
 RECORD_VERSION = 1
 LEGACY_PREFIX = "conduit"  # conduit-manager's fixed names, whatever our cluster is called
 RETRY_HINT = "conduitctl rollback --legacy"
@@ -97,7 +97,7 @@ def legacy_index(container: str) -> int | None:
 
 
 def legacy_file(state_dir: Path) -> Path:
-    return state_dir / LEGACY_FILE
+    return StateDir(state_dir).legacy
 
 
 def legacy_active(state_dir: Path) -> bool:
@@ -414,14 +414,8 @@ def read_record(state_dir: Path) -> LegacyRecord | None:
 
 def write_record(state_dir: Path, record: LegacyRecord) -> Path:
     """Write legacy.json atomically (temp file, fsync, rename)."""
-    state_dir.mkdir(parents=True, exist_ok=True)
     path = legacy_file(state_dir)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(record.to_dict(), indent=2) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(record.to_dict(), indent=2) + "\n", secret=False)
     return path
 
 

@@ -8,8 +8,6 @@ are never deleted: converge removes containers and processes, never their data.
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from conduitctl.ops.converge import UpResult, down, up
 from conduitctl.runtime.base import Runtime
 from conduitctl.settings import Settings, parse_settings
 from conduitctl.settings_file import replace_config
+from conduitctl.statedir import write_atomic
 
 Progress = Callable[[str], None]
 REPLACED = "conduit.toml.replaced"  # in the pre-rollback snapshot: the file rollback overwrote
@@ -102,8 +101,7 @@ def rollback(
     text, target = load_target(snapshot)
     runtime, front = runtime_for(current), front_for(current)
     saved = snapshots.take(current, runtime, getattr(front, "conf", None), "rollback")
-    shutil.copyfile(config_path, saved.path / REPLACED)
-    os.chmod(saved.path / REPLACED, 0o600)
+    write_atomic(saved.path / REPLACED, config_path.read_bytes(), secret=True)
     progress(f"snapshot {saved.id} (rollback to it to undo this one)")
     if fleet_moves(current, target):
         progress(f"stopping fleet {current.cluster.name} (its data is kept)")

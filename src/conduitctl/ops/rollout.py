@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import signal
 import sys
 import time
@@ -45,6 +44,7 @@ from conduitctl.ops.rollout_plan import (
 from conduitctl.runtime.base import LaunchSpec, Runtime, State, launch_specs
 from conduitctl.settings import Settings, parse_settings
 from conduitctl.settings_file import replace_config
+from conduitctl.statedir import StateDir, write_atomic
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -56,7 +56,7 @@ ACTIVE = ("applying", "soaking", "rolling_back")
 
 
 def rollout_dir(state_dir: Path) -> Path:
-    return state_dir / "rollout"
+    return StateDir(state_dir).rollout
 
 
 @dataclass
@@ -118,7 +118,7 @@ class RolloutState:
 
 def load(state_dir: Path) -> RolloutState | None:
     try:
-        data = json.loads((rollout_dir(state_dir) / "state.json").read_text())
+        data = json.loads(StateDir(state_dir).rollout_state.read_text())
         data["gates"] = Gates(**data["gates"])
         return RolloutState(**data)
     except (OSError, ValueError, TypeError, KeyError):
@@ -127,10 +127,8 @@ def load(state_dir: Path) -> RolloutState | None:
 
 def save(state_dir: Path, state: RolloutState) -> None:
     state.updated_at = time.time()
-    path = rollout_dir(state_dir) / "state.json"
-    tmp = path.with_name(".state.json.tmp")
-    tmp.write_text(json.dumps(state.to_dict(), indent=2))
-    os.replace(tmp, path)
+    write_atomic(StateDir(state_dir).rollout_state, json.dumps(state.to_dict(), indent=2),
+                 secret=False)  # fmt: skip
 
 
 def active(state_dir: Path) -> RolloutState | None:
@@ -139,9 +137,9 @@ def active(state_dir: Path) -> RolloutState | None:
 
 
 def _settings_pair(state_dir: Path) -> tuple[Settings, Settings]:
-    directory = rollout_dir(state_dir)
-    old = parse_settings((directory / "base.toml").read_text(), source="rollout base.toml")
-    new = parse_settings((directory / "target.toml").read_text(), source="rollout target.toml")
+    files = StateDir(state_dir)
+    old = parse_settings(files.rollout_base.read_text(), source="rollout base.toml")
+    new = parse_settings(files.rollout_target.read_text(), source="rollout target.toml")
     return old, new
 
 
@@ -228,12 +226,10 @@ def begin(
         raise BadInput("--soak must be positive, e.g. 5m")
     now = time.time() if now is None else now
     base = snapshots.take(old, runtime, getattr(front, "conf", None), "rollout", now)
-    directory = rollout_dir(state_dir)
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    shutil.copyfile(applied, directory / "base.toml")
-    shutil.copyfile(config_path, directory / "target.toml")
-    for name in ("base.toml", "target.toml"):
-        os.chmod(directory / name, 0o600)
+    files = StateDir(state_dir)
+    files.rollout.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_atomic(files.rollout_base, applied.read_bytes(), secret=True)
+    write_atomic(files.rollout_target, config_path.read_bytes(), secret=True)
     state = RolloutState(
         id=time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)),
         started_at=now,
@@ -290,8 +286,7 @@ class Driver:
         state.phase = "passed"
         state.stage = len(state.stages) - 1
         save(self.state_dir, state)
-        shutil.copyfile(rollout_dir(self.state_dir) / "target.toml",
-                        snapshots.applied_path(self.state_dir))  # fmt: skip
+        snapshots.set_applied(self.state_dir, StateDir(self.state_dir).rollout_target.read_text())
         self.tell_supervisor()
         return state
 
@@ -412,11 +407,10 @@ class Driver:
         state.phase = "rolling_back"
         state.message = failure
         save(self.state_dir, state)
-        base = rollout_dir(self.state_dir) / "base.toml"
-        rejected = rollout_dir(self.state_dir) / "rejected.toml"
+        base = StateDir(self.state_dir).rollout_base
+        rejected = StateDir(self.state_dir).rollout_rejected
         if self.config_path.read_bytes() != base.read_bytes():
-            shutil.copyfile(self.config_path, rejected)
-            os.chmod(rejected, 0o600)
+            write_atomic(rejected, self.config_path.read_bytes(), secret=True)
         replace_config(base.read_text(), self.config_path)
         if state.replacing is not None:  # drained by the rollout, not by the operator
             from conduitctl.ops.drain import forget_drained
@@ -434,8 +428,7 @@ class Driver:
             save(self.state_dir, state)
             self.alert(state, state.message)
             return state
-        shutil.copyfile(rollout_dir(self.state_dir) / "base.toml",
-                        snapshots.applied_path(self.state_dir))  # fmt: skip
+        snapshots.set_applied(self.state_dir, base.read_text())
         state.phase = "rolled_back"
         save(self.state_dir, state)
         self.tell_supervisor()

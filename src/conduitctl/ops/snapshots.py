@@ -8,7 +8,6 @@ front's config as installed, and manifest.json.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 from conduitctl.errors import BadInput
 from conduitctl.runtime.base import Runtime, State
 from conduitctl.settings import Settings
+from conduitctl.statedir import StateDir, write_atomic, write_config_copy
 
 KEEP = 50  # the newest snapshots kept; older ones are pruned
 MANIFEST = "manifest.json"
@@ -46,21 +46,22 @@ class Snapshot:
 
 
 def snapshot_dir(state_dir: Path) -> Path:
-    return state_dir / "snapshots"
+    return StateDir(state_dir).snapshots
 
 
 def applied_path(state_dir: Path) -> Path:
     """A copy of the conduit.toml the fleet was last converged to."""
-    return state_dir / "applied.toml"
+    return StateDir(state_dir).applied
 
 
 def record_applied(settings: Settings, config_path: Path) -> None:
     """After a successful change: these are the settings the fleet now runs."""
-    target = applied_path(settings.state_dir)
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(config_path, tmp)
-    os.chmod(tmp, 0o600 if settings.alerts.notifiers else 0o644)
-    os.replace(tmp, target)
+    set_applied(settings.state_dir, config_path.read_text())
+
+
+def set_applied(state_dir: Path, text: str) -> None:
+    """The fleet now runs this conduit.toml text (private when it holds secrets)."""
+    write_config_copy(text, applied_path(state_dir))
 
 
 def _image_id(runtime: Runtime, image: str | None) -> str | None:
@@ -95,10 +96,9 @@ def take(
     # The settings the running fleet came from (the file on disk may already be edited).
     applied = applied_path(settings.state_dir)
     if applied.exists():
-        shutil.copyfile(applied, path / "conduit.toml")
-        os.chmod(path / "conduit.toml", applied.stat().st_mode & 0o777)
+        write_config_copy(applied.read_text(), path / "conduit.toml")
     if front_config is not None and front_config.exists():
-        shutil.copyfile(front_config, path / front_config.name)
+        write_atomic(path / front_config.name, front_config.read_bytes(), secret=False)
     statuses = runtime.backends()
     backends = [
         {
@@ -123,7 +123,7 @@ def take(
         images=images,
         front=settings.front.kind,
     )
-    (path / MANIFEST).write_text(json.dumps(snapshot.to_dict(), indent=2))
+    write_atomic(path / MANIFEST, json.dumps(snapshot.to_dict(), indent=2), secret=False)
     prune(base)
     return snapshot
 

@@ -13,6 +13,7 @@ from conduitctl import __version__
 from conduitctl.render import haproxy, nginx, rsyslog
 from conduitctl.render.base import Rendered, RenderEnv, render_template
 from conduitctl.settings import Settings
+from conduitctl.statedir import StateDir
 
 FILENAME = "conduitctl"
 # The front's logs, rsyslog's files, and the stdout of what `up` and the supervisor detach.
@@ -25,7 +26,6 @@ ROTATED = (
     "daemon.out",
     "rollout.out",
 )
-STATE_FILE = "logrotate.state"  # non-root installs keep their own logrotate state here
 
 
 def logrotate_size(n_bytes: int) -> str:
@@ -42,7 +42,7 @@ def render(settings: Settings, env: RenderEnv) -> Rendered:
         version=__version__,
         is_root=env.is_root,
         files=[env.log_dir / name for name in ROTATED],
-        state_file=env.state_dir / STATE_FILE,
+        state_file=StateDir(env.state_dir).logrotate_state,
         maxsize=logrotate_size(settings.container.log_max_size),
         rotate=settings.container.log_max_files,
     )

@@ -26,6 +26,7 @@ from conduitctl.errors import BadInput, ConduitctlError, MissingDependency
 from conduitctl.runtime.base import BackendStatus, LaunchSpec, State
 from conduitctl.runtime.cgroup import BackendCgroup
 from conduitctl.runtime.shim import LOG_FILE, PID_FILE, read_state, write_json
+from conduitctl.statedir import StateDir
 
 SPEC_FILE = "spec.json"
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class ProcessRuntime:
     name = "process"
 
     def __init__(self, state_dir: Path, cluster: str) -> None:
-        self.root = state_dir / "process"
+        self.root = StateDir(state_dir).processes
         self.cluster = cluster
 
     # --- reading -----------------------------------------------------------------------

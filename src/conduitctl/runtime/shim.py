@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from conduitctl.statedir import write_atomic  # stdlib only, like this shim
+
 PID_FILE = "pid"
 STATE_FILE = "state.json"
 LOG_FILE = "backend.log"
@@ -54,9 +56,7 @@ class RotatingLog:
 
 
 def write_json(path: Path, data: dict[str, object]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(data), secret=False)
 
 
 def read_state(directory: Path) -> dict[str, Any]:
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         directory / STATE_FILE,
         {**state, "pid": child.pid, "started_at": time.time()},  # keeps the last exit
     )
-    (directory / PID_FILE).write_text(f"{child.pid}\n")
+    write_atomic(directory / PID_FILE, f"{child.pid}\n", secret=False)
     assert child.stdout is not None
     for chunk in iter(lambda: child.stdout.readline(), b""):  # type: ignore[union-attr]
         log.write(chunk)

@@ -16,13 +16,13 @@ from pathlib import Path
 import psutil
 
 from conduitctl.errors import ConduitctlError
-from conduitctl.supervise.files import PID_FILE
+from conduitctl.statedir import StateDir, write_atomic
 
 START_TIMEOUT_S = 15.0
 
 
 def pid_file(state_dir: Path) -> Path:
-    return state_dir / PID_FILE
+    return StateDir(state_dir).daemon_pid
 
 
 def daemon_pid(state_dir: Path) -> int | None:
@@ -45,8 +45,7 @@ def claim(state_dir: Path) -> None:
             f"a daemon (pid {other}) already supervises {state_dir}; stop it first "
             "(conduitctl daemon-stop) or use it"
         )
-    state_dir.mkdir(parents=True, exist_ok=True)
-    pid_file(state_dir).write_text(f"{os.getpid()}\n")
+    write_atomic(pid_file(state_dir), f"{os.getpid()}\n", secret=False)
 
 
 def release(state_dir: Path) -> None:

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 import time
 from collections.abc import Callable, Mapping
@@ -34,6 +33,7 @@ from conduitctl.ops.holds import held
 from conduitctl.ops.rollout import fleet_specs
 from conduitctl.runtime.base import LaunchSpec, Runtime, State
 from conduitctl.settings import MAX_CLIENTS_ANY_PROFILE, MAX_CLIENTS_CEILING, Settings
+from conduitctl.statedir import StateDir, write_atomic
 from conduitctl.supervise.degrade import Change, Member, Move, plan_degradation
 from conduitctl.supervise.health import Health, dead, observe_probe
 from conduitctl.supervise.plan import Action, BackendView, FrontView, Kind, plan_tick
@@ -49,7 +49,6 @@ from conduitctl.supervise.watch import DockerEventWatcher, PidWatcher
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "daemon-state.json"
 FRONT_WATCH = "front"  # the front master's pidfd, in its own watcher
 DEATH_DETAIL_DELAY_S = 0.3  # the shim / dockerd record the exit code within this
 STOP_TIMEOUT_S = 3.0  # a hung backend gets this long to exit on SIGTERM before SIGKILL
@@ -169,7 +168,7 @@ class Supervisor:
     # --- state across the daemon's own restarts --------------------------------------------
 
     def _state_path(self) -> Path:
-        return self.state_dir / STATE_FILE
+        return StateDir(self.state_dir).daemon_state
 
     def load_state(self) -> None:
         try:
@@ -199,11 +198,7 @@ class Supervisor:
                 for name, slot in self.slots.items()
             },
         }
-        path = self._state_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
+        write_atomic(self._state_path(), json.dumps(data), secret=False)
 
     # --- observe ------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """The supervisor's files in the state dir, and the readers the CLI needs (kept light: `status`
-reads them without importing the daemon, its notifiers or its exporter)."""
+reads them without importing the daemon, its notifiers or its exporter). Their names live in
+conduitctl.statedir."""
 
 from __future__ import annotations
 
@@ -8,19 +9,15 @@ import time
 from pathlib import Path
 
 from conduitctl import alerts
-
-PID_FILE = "daemon.pid"
-HISTORY_FILE = "history.db"
-ALERTS_FILE = "alerts.json"
-LIVE_FILE = "history.live"  # someone (a chaos drill) reads the history as it is written
+from conduitctl.statedir import StateDir, write_atomic
 
 
 def alerts_path(state_dir: Path) -> Path:
-    return state_dir / ALERTS_FILE
+    return StateDir(state_dir).alerts
 
 
 def history_path(state_dir: Path) -> Path:
-    return state_dir / HISTORY_FILE
+    return StateDir(state_dir).history_db
 
 
 def load_alert_state(state_dir: Path) -> alerts.AlertState:
@@ -32,15 +29,15 @@ def load_alert_state(state_dir: Path) -> alerts.AlertState:
 
 def want_live_history(state_dir: Path, seconds: float) -> None:
     """Ask the supervisor to write every tick at once (not batched) for `seconds`."""
-    (state_dir / LIVE_FILE).write_text(f"{time.time() + seconds}")
+    write_atomic(StateDir(state_dir).history_live, f"{time.time() + seconds}", secret=False)
 
 
 def stop_live_history(state_dir: Path) -> None:
-    (state_dir / LIVE_FILE).unlink(missing_ok=True)
+    StateDir(state_dir).history_live.unlink(missing_ok=True)
 
 
 def live_history_wanted(state_dir: Path, now: float) -> bool:
     try:
-        return float((state_dir / LIVE_FILE).read_text()) > now
+        return float(StateDir(state_dir).history_live.read_text()) > now
     except (OSError, ValueError):
         return False

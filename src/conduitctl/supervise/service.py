@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import socket
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from conduitctl.observe.model import Tick
 from conduitctl.ops.rollout import Resumer
 from conduitctl.runtime import runtime_for
 from conduitctl.settings import Settings, load_settings
+from conduitctl.statedir import write_atomic
 from conduitctl.store import Store
 from conduitctl.supervise import control
 from conduitctl.supervise.daemon import Supervisor, install_signal_handlers
@@ -117,10 +117,7 @@ class Outputs:
             self.last_maintain = tick.ts
 
     def _save_alerts(self, state: alerts.AlertState) -> None:
-        path = alerts_path(self.state_dir)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(state.to_dict()))
-        os.replace(tmp, path)
+        write_atomic(alerts_path(self.state_dir), json.dumps(state.to_dict()), secret=False)
 
     def _on_result(self, notification: object, result: object, attempts: int) -> None:
         """From a dispatcher thread: a failed notification becomes an event, on the loop."""
