@@ -409,10 +409,10 @@ def _converge(
 ) -> tuple[Any, int | None]:
     """up's work, shared with scale: converge while holding the backends from the
     supervisor, then start it (or tell the running one to re-read conduit.toml)."""
+    from conduitctl import daemon_link as control
+    from conduitctl.intent import holding
     from conduitctl.ops.converge import up as converge_up
-    from conduitctl.ops.holds import holding
-    from conduitctl.ops.rollout import refuse_if_active
-    from conduitctl.supervise import control
+    from conduitctl.rollout_state import refuse_if_active
 
     if not dry_run:
         refuse_if_active(settings.state_dir)  # the rollout owns the fleet until it ends
@@ -494,8 +494,8 @@ def down(
     as_json: JsonOpt = False,
 ) -> None:
     """Stop everything conduitctl owns; keeps the data (identity keys) unless --purge."""
+    from conduitctl import daemon_link as control
     from conduitctl.ops.converge import down as converge_down
-    from conduitctl.supervise import control
 
     settings, _, runtime, front = _fleet(config)
     if control.stop(settings.state_dir):  # first: it would restart what down stops
@@ -591,8 +591,8 @@ def status(
     from rich.live import Live
 
     from conduitctl import alerts as alert_engine
+    from conduitctl import daemon_link as control
     from conduitctl.observe.fleet import collect
-    from conduitctl.supervise import control
     from conduitctl.supervise.files import load_alert_state
 
     settings, _, runtime, front = _fleet(config)
@@ -606,7 +606,7 @@ def status(
         return {"pid": control.daemon_pid(settings.state_dir), "alerts_firing": firing}
 
     def rollout_state() -> Any:
-        from conduitctl.ops.rollout import load as load_rollout
+        from conduitctl.rollout_state import load as load_rollout
 
         return load_rollout(settings.state_dir)
 
@@ -674,10 +674,10 @@ def scale(
     as_json: JsonOpt = False,
 ) -> None:
     """Set cluster.containers in conduit.toml (comments kept), then converge like `up`."""
+    from conduitctl import daemon_link as control
     from conduitctl.front import front_for
     from conduitctl.ops.converge import set_container_count
     from conduitctl.runtime import runtime_for
-    from conduitctl.supervise import control
 
     path = find_config(config)
     load_settings(path)  # the current file must be valid before it is edited
@@ -723,9 +723,9 @@ def restart(
     """Restart one backend (or --all, rolling); its data (identity key) is kept.
 
     Graceful: drained first; without a front, after waiting for --low-clients sessions."""
+    from conduitctl.intent import holding
     from conduitctl.ops.converge import restart as converge_restart
     from conduitctl.ops.drain import DrainResult, RestartAborted, graceful_restart, rolling_restart
-    from conduitctl.ops.holds import holding
 
     if (name is None) == (not all_backends):
         raise BadInput("restart takes a backend name or --all (not both, not neither)")
@@ -863,7 +863,7 @@ def daemon(config: ConfigOpt = None) -> None:
 @app.command("daemon-stop")
 def daemon_stop(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Stop the supervisor; the fleet keeps running."""
-    from conduitctl.supervise import control
+    from conduitctl import daemon_link as control
 
     settings, _ = _load(config)
     stopped = control.stop(settings.state_dir)
@@ -1077,15 +1077,15 @@ def rollback(
     if legacy:
         _rollback_legacy(config, snapshot, as_json)
         return
+    from conduitctl import daemon_link as control
     from conduitctl.front import front_for
+    from conduitctl.intent import holding
     from conduitctl.ops import snapshots
-    from conduitctl.ops.holds import holding
     from conduitctl.ops.rollback import load_target
     from conduitctl.ops.rollback import rollback as roll_back
     from conduitctl.reconcile import plan_backends
     from conduitctl.runtime import runtime_for
     from conduitctl.runtime.base import launch_specs
-    from conduitctl.supervise import control
 
     settings, path = _load(config)
     chosen = snapshots.resolve(settings.state_dir, snapshot)
@@ -1101,7 +1101,7 @@ def rollback(
         for action in actions:
             out.print(f"  {action.kind.value:9} {action.name}: {action.reason}")
         return
-    from conduitctl.ops.rollout import refuse_if_active
+    from conduitctl.rollout_state import refuse_if_active
 
     refuse_if_active(settings.state_dir)  # `rollout --abort` rolls a rollout back
     runtime = runtime_for(settings)
@@ -1130,10 +1130,10 @@ def rollback(
 
 
 def _rollback_legacy(config: Path | None, snapshot: str | None, as_json: bool) -> None:
+    from conduitctl import daemon_link as control
     from conduitctl.ops import snapshots
     from conduitctl.ops.legacy_layout import to_legacy
-    from conduitctl.ops.rollout import refuse_if_active
-    from conduitctl.supervise import control
+    from conduitctl.rollout_state import refuse_if_active
 
     if snapshot is not None:
         raise BadInput("--legacy runs the current settings in conduit-manager's layout; "
@@ -1177,11 +1177,11 @@ def rollout(
 ) -> None:
     """Apply the edited conduit.toml in stages, each soaked under gates; a failed gate rolls
     back and alerts. Exit 1 when it was rolled back."""
+    from conduitctl import daemon_link as control
     from conduitctl.front import front_for
     from conduitctl.ops import rollout as staged
-    from conduitctl.ops.rollout_plan import Gates
+    from conduitctl.rollout_plan import Gates
     from conduitctl.runtime import runtime_for
-    from conduitctl.supervise import control
     from conduitctl.units import parse_duration
 
     if resume and abort:
@@ -1196,13 +1196,7 @@ def rollout(
         control.signal_daemon(settings.state_dir, signal.SIGHUP)
 
     if abort:
-        state = staged.active(settings.state_dir)
-        if state is None:
-            raise BadInput("no rollout in progress to abort")
-        staged.stop_driver(state)
-        state.phase = "rolling_back"
-        state.message = "aborted by the operator"
-        staged.save(settings.state_dir, state)
+        staged.abort(settings.state_dir)
     elif not resume:
         try:
             soak_s = parse_duration(soak)
@@ -1523,10 +1517,10 @@ def demo(
     from rich.console import Group
     from rich.live import Live
 
+    from conduitctl import daemon_link as control
     from conduitctl.drills.loadtest import LoadSpec, Snapshot, run_load
     from conduitctl.observe.fleet import collect
     from conduitctl.ops.converge import down as converge_down
-    from conduitctl.supervise import control
 
     settings, path, runtime, front = _fleet(config)
     watch = sys.stdout.isatty() if keep_watching is None else keep_watching

@@ -36,3 +36,13 @@ class ValidationFailed(ConduitctlError):
 
 class CheckFailed(ConduitctlError):
     """A check (preflight, audit, loadtest threshold) did not pass."""
+
+
+class Busy(ConduitctlError):
+    """Another conduitctl command is changing the fleet right now (the operator lock)."""
+
+    exit_code = 1
+
+
+class Refused(BadInput):
+    """A change refused whole, before any step: one of its steps would fail."""

@@ -1,7 +1,7 @@
 import pytest
 
 from conduitctl.errors import BadInput
-from conduitctl.ops.rollout_plan import (
+from conduitctl.rollout_plan import (
     CPU_WINDOW,
     MIN_PROBES,
     Gates,

@@ -962,7 +962,7 @@ class LeakOne(Fault):
         self.at: float | None = None
 
     def inject(self) -> str:
-        from conduitctl.ops.holds import holding
+        from conduitctl.intent import holding
         from conduitctl.runtime.base import launch_specs
 
         spec = next(s for s in launch_specs(self.settings) if s.name == self.victim)
@@ -1094,7 +1094,7 @@ class Drill:
     # --- preflight (blocking) ---------------------------------------------------------
 
     def open_store(self) -> Store:
-        from conduitctl.supervise import control
+        from conduitctl import daemon_link as control
         from conduitctl.supervise.files import history_path, stop_live_history, want_live_history
 
         state_dir = self.settings.state_dir

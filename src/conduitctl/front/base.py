@@ -58,8 +58,21 @@ class FrontStatus:
 
 class Front(Protocol):
     kind: str
+    # Whether it balances clients across the backends: False for "none" (real Conduit dials
+    # out, so there is nothing to balance). Draining and graceful moves depend on it.
+    balances: bool
 
     def status(self) -> FrontStatus: ...
+
+    @property
+    def installed_config(self) -> Path | None:
+        """Its config file as installed (None: no front), for snapshots."""
+        ...
+
+    def plan(self, down: frozenset[str] = frozenset()) -> str:
+        """What `apply(down)` would do, doing nothing: start|reload|unchanged. Raises
+        ValidationFailed when the config it would install is rejected by the front's tool."""
+        ...
 
     def apply(self, down: frozenset[str] = frozenset()) -> str:
         """Render, validate, install and (re)load. Returns started|reloaded|unchanged."""
@@ -234,6 +247,7 @@ class ProcessFront:
     """
 
     kind: str
+    balances = True
     config_name: str
     reload_signal: signal.Signals
     stop_signal: signal.Signals
@@ -272,6 +286,20 @@ class ProcessFront:
 
     def _pid(self) -> int | None:
         return read_pid(self.pid_file)
+
+    @property
+    def installed_config(self) -> Path | None:
+        return self.conf
+
+    def plan(self, down: frozenset[str] = frozenset()) -> str:
+        rendered = self.render(down)
+        changed = not (self.conf.exists() and self.conf.read_text() == rendered.text)
+        if changed:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.check(rendered, self.env, self.dir)  # refused now, not half-way through
+        if self._pid() is None:
+            return "start"
+        return "reload" if changed else "unchanged"
 
     def pid(self) -> int | None:
         return self._pid()
@@ -366,9 +394,14 @@ class NoFront:
     """front.kind = "none": nothing to run, and status says why."""
 
     kind = "none"
+    balances = False
+    installed_config = None
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+
+    def plan(self, down: frozenset[str] = frozenset()) -> str:
+        return "unchanged"
 
     def status(self) -> FrontStatus:
         if self.settings.workload.listens:
@@ -395,15 +428,3 @@ class NoFront:
 
     def stop(self, timeout: float = 10.0) -> bool:
         return False
-
-
-def front_for(settings: Settings, env: RenderEnv) -> Front:
-    if settings.front.kind == "nginx":
-        from conduitctl.front.nginx import NginxFront
-
-        return NginxFront(settings, env)
-    if settings.front.kind == "haproxy":
-        from conduitctl.front.haproxy import HaproxyFront
-
-        return HaproxyFront(settings, env)
-    return NoFront(settings)

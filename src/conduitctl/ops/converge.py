@@ -14,18 +14,15 @@ from pathlib import Path
 import tomlkit
 
 from conduitctl.errors import BadInput, ConduitctlError
-from conduitctl.fleet import BackendSpec, desired_backends
+from conduitctl.fleet import desired_backends
 from conduitctl.front.base import Front
-from conduitctl.observe.probe import tcp_probe
-from conduitctl.observe.scrape import scrape
+from conduitctl.ops.ready import READY_TIMEOUT, wait_ready
 from conduitctl.reconcile import Action, ActionKind, plan_backends
 from conduitctl.runtime.base import LaunchSpec, Runtime, launch_specs
 from conduitctl.settings import Settings, parse_settings
 from conduitctl.settings_file import replace_config
-from conduitctl.workloads import PROFILES, HealthSource
 
 Progress = Callable[[str], None]
-READY_TIMEOUT = 30.0
 
 
 def _quiet(_: str) -> None:
@@ -60,30 +57,6 @@ class DownResult:
         return {"stopped": self.stopped, "purged": self.purged, "front_stopped": self.front_stopped}
 
 
-def is_ready(settings: Settings, backend: BackendSpec) -> bool:
-    """Ready = serving: /metrics says live, or the listening port accepts (and greets)."""
-    profile = PROFILES[settings.workload.profile]
-    metrics = profile.health == HealthSource.METRICS
-    if metrics and not scrape(backend.host, backend.metrics_port, timeout=0.5).live:
-        return False
-    if backend.listen_port is not None:
-        return tcp_probe(backend.host, backend.listen_port, 0.5, greeting=profile.greeting).ok
-    return True
-
-
-def wait_ready(settings: Settings, backends: list[BackendSpec], timeout: float) -> list[str]:
-    """Wait until every backend is ready; the names still not ready after `timeout`."""
-    pending = {b.name: b for b in backends}
-    deadline = time.monotonic() + timeout
-    while pending and time.monotonic() < deadline:
-        for name, backend in list(pending.items()):
-            if is_ready(settings, backend):
-                del pending[name]
-        if pending:
-            time.sleep(0.05)
-    return sorted(pending)
-
-
 def up(
     settings: Settings,
     runtime: Runtime,
@@ -98,7 +71,7 @@ def up(
     """Converge; changed backends are replaced `batch` at a time, each batch ready before the
     next (1 keeps all but one serving; rollback uses more, for speed)."""
     started = time.monotonic()
-    from conduitctl.ops.drain import drained
+    from conduitctl.intent import drained
 
     specs = launch_specs(settings)
     out = drained(settings.state_dir)  # the operator drained them: they stay stopped

@@ -2,7 +2,7 @@
 timeout), then it stops. Undrain brings it back.
 
 A drained backend is the operator's: the supervisor keeps it out of the front and does not
-restart it (STATE_DIR/drained.json says which), until `undrain`.
+restart it (STATE_DIR/drained.json says which: conduitctl.intent), until `undrain`.
 
 Without a front (front.kind = "none", e.g. real Conduit, which listens on no port) there is
 nothing to drain: nobody can stop new clients from arriving. A graceful restart then waits
@@ -13,25 +13,22 @@ decision is `restart_moment()`, pure.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from conduitctl.errors import BadInput, ConduitctlError
 from conduitctl.events import EventKind
 from conduitctl.fleet import desired_backends
 from conduitctl.front.base import Front
+from conduitctl.intent import drained, holding, set_drained
 from conduitctl.observe.scrape import scrape
-from conduitctl.ops.converge import READY_TIMEOUT, wait_ready
-from conduitctl.ops.holds import holding
+from conduitctl.ops.ready import READY_TIMEOUT, wait_ready
 from conduitctl.runtime.base import LaunchSpec, Runtime, launch_specs
 from conduitctl.settings import Settings
-from conduitctl.statedir import StateDir, write_atomic
 
 if TYPE_CHECKING:
     from conduitctl.ops.announce import Announcement
@@ -39,24 +36,6 @@ if TYPE_CHECKING:
 POLL_S = 0.5
 LOW_WATER_FRACTION = 0.1  # no front: restart at or below this share of the max clients
 NOT_SERVING_SAMPLES = 3  # /metrics unreadable this many polls in a row: nothing to protect
-
-
-def drained(state_dir: Path) -> set[str]:
-    try:
-        return set(json.loads(StateDir(state_dir).drained.read_text()))
-    except (OSError, ValueError, TypeError):
-        return set()
-
-
-def forget_drained(state_dir: Path, name: str) -> None:
-    """Not drained any more (a command that drained it died before its undrain)."""
-    marked = drained(state_dir)
-    if name in marked:
-        _write(state_dir, marked - {name})
-
-
-def _write(state_dir: Path, names: set[str]) -> None:
-    write_atomic(StateDir(state_dir).drained, json.dumps(sorted(names)), secret=False)
 
 
 @dataclass(frozen=True)
@@ -152,7 +131,7 @@ def drain(
     _check(settings, name)
     state_dir = settings.state_dir
     marked = drained(state_dir) | {name}
-    _write(state_dir, marked)  # first: the supervisor must not put it back or restart it
+    set_drained(state_dir, marked)  # first: the supervisor must not put it back or restart it
     how = front.set_down(frozenset(marked))
     progress(f"{name} out of the front for new connections ({how})")
     started = clock()
@@ -192,7 +171,7 @@ def undrain(
         )
     marked = drained(settings.state_dir) - {name}
     front.set_down(frozenset(marked))
-    _write(settings.state_dir, marked)
+    set_drained(settings.state_dir, marked)
     progress(f"{name} back in the front")
 
 

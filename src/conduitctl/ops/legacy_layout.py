@@ -39,8 +39,8 @@ from typing import Any
 from conduitctl import labels
 from conduitctl.errors import BadInput, ConduitctlError
 from conduitctl.front.base import Front
-from conduitctl.ops.converge import READY_TIMEOUT, wait_ready
 from conduitctl.ops.keys import KEY_FILE, DockerKeys, sha256_hex
+from conduitctl.ops.ready import READY_TIMEOUT, wait_ready
 from conduitctl.runtime.base import LaunchSpec, Runtime, launch_specs
 from conduitctl.settings import Settings
 from conduitctl.statedir import StateDir, write_atomic
@@ -468,7 +468,7 @@ def _labels(client: Any, name: str) -> dict[str, str] | None:
 
 
 def _daemon_refusal(settings: Settings) -> str | None:
-    from conduitctl.supervise.control import daemon_pid
+    from conduitctl.daemon_link import daemon_pid
 
     pid = daemon_pid(settings.state_dir)
     if pid is None:

@@ -12,26 +12,23 @@ current stage (`fleet_specs`), not with conduit.toml's.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 from conduitctl.errors import BadInput, ConduitctlError
 from conduitctl.events import EventKind
 from conduitctl.front.base import Front
+from conduitctl.intent import holding
 from conduitctl.ops import snapshots
-from conduitctl.ops.converge import is_ready, up
-from conduitctl.ops.holds import holding
-from conduitctl.ops.rollout_plan import (
+from conduitctl.ops.converge import up
+from conduitctl.ops.ready import is_ready
+from conduitctl.rollout_plan import (
     Gates,
     Sample,
     Soak,
@@ -41,7 +38,18 @@ from conduitctl.ops.rollout_plan import (
     parse_steps,
     stage_specs,
 )
-from conduitctl.runtime.base import LaunchSpec, Runtime, State, launch_specs
+from conduitctl.rollout_state import (
+    Phase,
+    RolloutState,
+    active,
+    claim,
+    driver_alive,
+    load,
+    refuse_if_active,
+    save,
+    settings_pair,
+)
+from conduitctl.runtime.base import LaunchSpec, Runtime, State
 from conduitctl.settings import Settings, parse_settings
 from conduitctl.settings_file import replace_config
 from conduitctl.statedir import StateDir, write_atomic
@@ -50,149 +58,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 SAMPLE_S = 1.0
-RESUME_COOLDOWN_S = 15.0
 OOM_GRACE_S = 5.0  # after a failed gate, how long an OOM kill may take to show
-ACTIVE = ("applying", "soaking", "rolling_back")
-
-
-def rollout_dir(state_dir: Path) -> Path:
-    return StateDir(state_dir).rollout
-
-
-@dataclass
-class RolloutState:
-    id: str
-    started_at: float
-    stages: list[int]
-    soak_s: float
-    clients_steps: list[int] | None
-    gates: Gates
-    drain_timeout: float
-    base_snapshot: str
-    stage: int = 0  # index into stages
-    # applying | soaking | rolling_back (active) | passed | rolled_back | failed (the roll back
-    # itself failed: a human must look)
-    phase: str = "applying"
-    soak_started_at: float | None = None
-    replacing: str | None = None  # the backend being moved (drained) right now
-    message: str = ""
-    driver_pid: int | None = None
-    driver_started: float | None = None  # the driver's process start time (pids are reused)
-    updated_at: float = 0.0
-    passed: list[dict[str, Any]] = field(default_factory=list)  # stages that passed
-
-    @property
-    def active(self) -> bool:
-        return self.phase in ACTIVE
-
-    @property
-    def upgraded(self) -> int:
-        return self.stages[min(self.stage, len(self.stages) - 1)]
-
-    @property
-    def clients(self) -> int | None:
-        if self.clients_steps is None:
-            return None
-        return self.clients_steps[min(self.stage, len(self.stages) - 1)]
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["gates"] = self.gates.to_dict()
-        return data
-
-    def summary(self, now: float) -> str:
-        where = f"stage {min(self.stage + 1, len(self.stages))}/{len(self.stages)}"
-        where += f" ({self.upgraded} backends"
-        where += f", {self.clients} clients each)" if self.clients else ")"
-        if self.phase == "soaking" and self.soak_started_at is not None:
-            soaked = min(now - self.soak_started_at, self.soak_s)
-            return f"rollout {self.id}: {where} soaking {soaked:.0f}/{self.soak_s:g}s"
-        if self.phase == "passed":
-            return f"rollout {self.id}: passed all {len(self.stages)} stages"
-        if self.phase == "rolled_back":
-            return f"rollout {self.id}: rolled back at {where}: {self.message}"
-        if self.phase == "failed":
-            return f"rollout {self.id}: FAILED at {where}: {self.message}"
-        return f"rollout {self.id}: {where} {self.phase.replace('_', ' ')}"
-
-
-def load(state_dir: Path) -> RolloutState | None:
-    try:
-        data = json.loads(StateDir(state_dir).rollout_state.read_text())
-        data["gates"] = Gates(**data["gates"])
-        return RolloutState(**data)
-    except (OSError, ValueError, TypeError, KeyError):
-        return None
-
-
-def save(state_dir: Path, state: RolloutState) -> None:
-    state.updated_at = time.time()
-    write_atomic(StateDir(state_dir).rollout_state, json.dumps(state.to_dict(), indent=2),
-                 secret=False)  # fmt: skip
-
-
-def active(state_dir: Path) -> RolloutState | None:
-    state = load(state_dir)
-    return state if state is not None and state.active else None
-
-
-def _settings_pair(state_dir: Path) -> tuple[Settings, Settings]:
-    files = StateDir(state_dir)
-    old = parse_settings(files.rollout_base.read_text(), source="rollout base.toml")
-    new = parse_settings(files.rollout_target.read_text(), source="rollout target.toml")
-    return old, new
-
-
-def fleet_specs(settings: Settings) -> list[LaunchSpec]:
-    """What each backend should run now: the current stage's spec during a rollout (the old
-    one while it rolls back), else conduit.toml's."""
-    state = active(settings.state_dir)
-    if state is None:
-        return launch_specs(settings)
-    try:
-        old, new = _settings_pair(settings.state_dir)
-    except (OSError, ConduitctlError):
-        log.warning("rollout files unreadable; using conduit.toml")
-        return launch_specs(settings)
-    if state.phase == "rolling_back":
-        return launch_specs(old)
-    return stage_specs(old, new, state.upgraded, state.clients)
-
-
-def refuse_if_active(state_dir: Path) -> None:
-    state = active(state_dir)
-    if state is not None:
-        how = "let it finish" if driver_alive(state) else "its driver is gone: `rollout --resume`"
-        raise BadInput(f"{state.summary(time.time())}; {how}, or `conduitctl rollout --abort`")
-
-
-# --- the driver's identity ------------------------------------------------------------------
-
-
-def _start_time(pid: int) -> float | None:
-    """When the process started; None when it is gone (or a zombie: it is not driving)."""
-    try:
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return float(process.create_time())
-    except psutil.Error:
-        return None
-
-
-def driver_alive(state: RolloutState) -> bool:
-    if state.driver_pid is None:
-        return False
-    started = _start_time(state.driver_pid)
-    return started is not None and started == state.driver_started
-
-
-def _claim(state_dir: Path, state: RolloutState) -> None:
-    if driver_alive(state) and state.driver_pid != os.getpid():
-        raise BadInput(f"rollout {state.id} is being driven by pid {state.driver_pid} already")
-    state.driver_pid = os.getpid()
-    state.driver_started = _start_time(os.getpid())
-    save(state_dir, state)
 
 
 # --- begin, drive, roll back ----------------------------------------------------------------
@@ -266,9 +132,9 @@ class Driver:
         state = load(self.state_dir)
         if state is None or not state.active:
             raise BadInput("no rollout in progress to resume")
-        _claim(self.state_dir, state)
-        old, new = _settings_pair(self.state_dir)
-        if state.phase == "rolling_back":
+        claim(self.state_dir, state)
+        old, new = settings_pair(self.state_dir)
+        if state.phase is Phase.ROLLING_BACK:
             return self.roll_back(state, old, state.message or "resumed roll back")
         while state.stage < len(state.stages):
             failure = self.apply_stage(state, old, new)
@@ -280,10 +146,10 @@ class Driver:
                                  "at": self.clock()})  # fmt: skip
             self.progress(f"stage {state.stage + 1}/{len(state.stages)} passed")
             state.stage += 1
-            state.phase = "applying"
+            state.phase = Phase.APPLYING
             state.soak_started_at = None
             save(self.state_dir, state)
-        state.phase = "passed"
+        state.phase = Phase.PASSED
         state.stage = len(state.stages) - 1
         save(self.state_dir, state)
         snapshots.set_applied(self.state_dir, StateDir(self.state_dir).rollout_target.read_text())
@@ -293,7 +159,7 @@ class Driver:
     def apply_stage(self, state: RolloutState, old: Settings, new: Settings) -> str | None:
         n = len(state.stages)
         label = f"stage {state.stage + 1}/{n}"
-        state.phase = "applying"
+        state.phase = Phase.APPLYING
         save(self.state_dir, state)
         self.tell_supervisor()  # it restarts backends with this stage's specs from now on
         specs = stage_specs(old, new, state.upgraded, state.clients)
@@ -313,7 +179,7 @@ class Driver:
             except ConduitctlError as exc:
                 return f"{spec.name} did not come back on the new settings ({exc})"
             state.replacing = None
-        state.phase = "soaking"
+        state.phase = Phase.SOAKING
         state.soak_started_at = self.clock()
         save(self.state_dir, state)
         return None
@@ -335,7 +201,7 @@ class Driver:
     def soak(self, state: RolloutState, new: Settings) -> str | None:
         label = f"stage {state.stage + 1}/{len(state.stages)}"
         self.progress(f"{label}: soaking {state.soak_s:g}s under the gates")
-        old, _ = _settings_pair(self.state_dir)
+        old, _ = settings_pair(self.state_dir)
         specs = stage_specs(old, new, state.upgraded, state.clients)
         sampler = Sampler(new, self.runtime, specs, state.upgraded)
         soak = Soak()
@@ -404,7 +270,7 @@ class Driver:
 
     def roll_back(self, state: RolloutState, old: Settings, failure: str) -> RolloutState:
         self.progress(f"gate failed: {failure}; rolling back")
-        state.phase = "rolling_back"
+        state.phase = Phase.ROLLING_BACK
         state.message = failure
         save(self.state_dir, state)
         base = StateDir(self.state_dir).rollout_base
@@ -413,7 +279,7 @@ class Driver:
             write_atomic(rejected, self.config_path.read_bytes(), secret=True)
         replace_config(base.read_text(), self.config_path)
         if state.replacing is not None:  # drained by the rollout, not by the operator
-            from conduitctl.ops.drain import forget_drained
+            from conduitctl.intent import forget_drained
 
             forget_drained(self.state_dir, state.replacing)
             state.replacing = None
@@ -423,13 +289,13 @@ class Driver:
             with holding(self.state_dir, names):
                 up(old, self.runtime, self.front_for(old), progress=self.progress, batch=2)
         except ConduitctlError as exc:  # not retried in a loop: a human must look
-            state.phase = "failed"
+            state.phase = Phase.FAILED
             state.message = f"{failure}; the roll back stopped: {exc}"
             save(self.state_dir, state)
             self.alert(state, state.message)
             return state
         snapshots.set_applied(self.state_dir, base.read_text())
-        state.phase = "rolled_back"
+        state.phase = Phase.ROLLED_BACK
         save(self.state_dir, state)
         self.tell_supervisor()
         self.progress(f"rolled back; the rejected conduit.toml is kept in {rejected}")
@@ -497,20 +363,16 @@ class Sampler:
 # --- resume (the supervisor's side) --------------------------------------------------------
 
 
-def orphaned(state_dir: Path) -> RolloutState | None:
-    """An active rollout whose driver is gone: someone must resume it."""
+def abort(state_dir: Path) -> RolloutState:
+    """Stop the driver and mark the rollout for its roll back (the next `run` carries it out)."""
     state = active(state_dir)
-    return state if state is not None and not driver_alive(state) else None
-
-
-def start_driver(config_path: Path, log_dir: Path) -> int:
-    """`conduitctl rollout --resume` detached, its output appended to log_dir/rollout.out."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "conduitctl", "rollout", "--resume",
-            "--config", str(config_path.absolute())]  # fmt: skip
-    from conduitctl.supervise.control import spawn_detached
-
-    return spawn_detached(argv, log_dir / "rollout.out").pid
+    if state is None:
+        raise BadInput("no rollout in progress to abort")
+    stop_driver(state)
+    state.phase = Phase.ROLLING_BACK
+    state.message = "aborted by the operator"
+    save(state_dir, state)
+    return state
 
 
 def stop_driver(state: RolloutState, timeout: float = 10.0) -> bool:
@@ -524,25 +386,3 @@ def stop_driver(state: RolloutState, timeout: float = 10.0) -> bool:
     if driver_alive(state):
         os.kill(state.driver_pid, signal.SIGKILL)
     return True
-
-
-class Resumer:
-    """The supervisor's tick hook: a rollout left without its driver is resumed (after a
-    host reboot, the supervisor's own start is what brings it back)."""
-
-    def __init__(self, config_path: Path, state_dir: Path, log_dir: Path) -> None:
-        self.config_path = config_path
-        self.state_dir = state_dir
-        self.log_dir = log_dir
-        self.last_start = 0.0
-
-    def __call__(self, tick: object) -> None:
-        now = time.monotonic()
-        if now - self.last_start < RESUME_COOLDOWN_S:
-            return
-        state = orphaned(self.state_dir)
-        if state is None:
-            return
-        self.last_start = now
-        pid = start_driver(self.config_path, self.log_dir)
-        log.warning("rollout %s had no driver; resumed it (pid %d)", state.id, pid)

@@ -19,18 +19,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from conduitctl.desired import fleet_specs
 from conduitctl.events import Event, EventKind
 from conduitctl.fleet import BackendSpec
 from conduitctl.front.base import Front
+from conduitctl.intent import drained, held
 from conduitctl.observe.model import (
     BackendObservation,
     FrontObservation,
     HostObservation,
     Tick,
 )
-from conduitctl.ops.drain import drained
-from conduitctl.ops.holds import held
-from conduitctl.ops.rollout import fleet_specs
 from conduitctl.runtime.base import LaunchSpec, Runtime, State
 from conduitctl.settings import MAX_CLIENTS_ANY_PROFILE, MAX_CLIENTS_CEILING, Settings
 from conduitctl.statedir import StateDir, write_atomic

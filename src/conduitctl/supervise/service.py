@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from conduitctl import alerts
+from conduitctl import daemon_link as control
 from conduitctl.capacity import PlanInput, make_plan
 from conduitctl.errors import BadInput
 from conduitctl.events import Event, EventKind
@@ -20,12 +21,10 @@ from conduitctl.metrics import Exporter, MetricsServer
 from conduitctl.notify import Dispatcher, notifiers_from_urls
 from conduitctl.observe.host import HostObserver
 from conduitctl.observe.model import Tick
-from conduitctl.ops.rollout import Resumer
 from conduitctl.runtime import runtime_for
 from conduitctl.settings import Settings, load_settings
 from conduitctl.statedir import write_atomic
 from conduitctl.store import Store
-from conduitctl.supervise import control
 from conduitctl.supervise.daemon import Supervisor, install_signal_handlers
 from conduitctl.supervise.files import (
     alerts_path,
@@ -33,6 +32,7 @@ from conduitctl.supervise.files import (
     live_history_wanted,
     load_alert_state,
 )
+from conduitctl.supervise.resume import Resumer
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,37 @@
+"""Ready = serving: what every change waits for after it starts a backend."""
+
+from __future__ import annotations
+
+import time
+
+from conduitctl.fleet import BackendSpec
+from conduitctl.observe.probe import tcp_probe
+from conduitctl.observe.scrape import scrape
+from conduitctl.settings import Settings
+from conduitctl.workloads import PROFILES, HealthSource
+
+READY_TIMEOUT = 30.0
+
+
+def is_ready(settings: Settings, backend: BackendSpec) -> bool:
+    """Ready = serving: /metrics says live, or the listening port accepts (and greets)."""
+    profile = PROFILES[settings.workload.profile]
+    metrics = profile.health == HealthSource.METRICS
+    if metrics and not scrape(backend.host, backend.metrics_port, timeout=0.5).live:
+        return False
+    if backend.listen_port is not None:
+        return tcp_probe(backend.host, backend.listen_port, 0.5, greeting=profile.greeting).ok
+    return True
+
+
+def wait_ready(settings: Settings, backends: list[BackendSpec], timeout: float) -> list[str]:
+    """Wait until every backend is ready; the names still not ready after `timeout`."""
+    pending = {b.name: b for b in backends}
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for name, backend in list(pending.items()):
+            if is_ready(settings, backend):
+                del pending[name]
+        if pending:
+            time.sleep(0.05)
+    return sorted(pending)
