@@ -33,6 +33,7 @@ from conduitctl.settings import (
     settings_from_dict,
 )
 from conduitctl.settings_file import holds_secrets, settings_to_toml, write_config
+from conduitctl.statedir import StateDir
 
 log = logging.getLogger(__name__)
 
@@ -385,66 +386,14 @@ def _progress(as_json: bool) -> Any:
     return show
 
 
-def _leave_legacy(settings: Settings, runtime: Any, front: Any, as_json: bool) -> None:
-    """After `rollback --legacy`: the conduit-manager containers go (keys carried back,
-    volumes kept), so converge can bring conduitctl's fleet back on the same keys."""
-    from conduitctl.ops.legacy_layout import from_legacy, legacy_active
-
-    if legacy_active(settings.state_dir):
-        _progress(as_json)("leaving conduit-manager's layout (keys carried back)")
-        from_legacy(settings, runtime, front, progress=_progress(as_json))
-
-
-def _converge(
-    settings: Settings,
-    path: Path,
-    runtime: Any,
-    front: Any,
-    *,
-    dry_run: bool = False,
-    daemon: bool = True,
-    new_keys: bool = False,
-    reason: str = "up",
-    as_json: bool = False,
-) -> tuple[Any, int | None]:
-    """up's work, shared with scale: converge while holding the backends from the
-    supervisor, then start it (or tell the running one to re-read conduit.toml)."""
-    from conduitctl import daemon_link as control
-    from conduitctl.intent import holding
-    from conduitctl.ops.converge import up as converge_up
-    from conduitctl.rollout_state import refuse_if_active
-
-    if not dry_run:
-        refuse_if_active(settings.state_dir)  # the rollout owns the fleet until it ends
-        _leave_legacy(settings, runtime, front, as_json)
-    # Held: the backends to keep and the ones being removed, so the supervisor does not
-    # restart what scale-down stops.
-    names = set(settings.backend_names()) | {s.name for s in runtime.backends()}
-    with holding(settings.state_dir, names):
-        from conduitctl.ops import snapshots
-
-        def snapshot() -> None:
-            taken = snapshots.take(settings, runtime, getattr(front, "conf", None), reason)
-            _progress(as_json)(f"snapshot {taken.id}")
-
-        result = converge_up(
-            settings,
-            runtime,
-            front,
-            dry_run=dry_run,
-            new_keys=new_keys,
-            before_change=snapshot,
-            progress=_progress(as_json),
-        )
-        if not dry_run:
-            snapshots.record_applied(settings, path)
-    if dry_run or not daemon:
-        return result, None
-    if control.signal_daemon(settings.state_dir, signal.SIGHUP):
-        return result, control.daemon_pid(settings.state_dir)
-    pid = control.start_background(path, settings.state_dir, render_env(settings, path).log_dir)
-    _progress(as_json)(f"supervisor started (pid {pid})")
-    return result, pid
+def _print_fleet_plan(plan: Any) -> None:
+    if plan.leave_legacy:
+        out.print("leave     conduit-manager's layout: keys carried back, legacy volumes kept")
+    for action in plan.actions:
+        out.print(f"{action.kind.value:9} {action.name}: {action.reason}")
+    out.print(f"{'front':9} {plan.front}")
+    for refusal in plan.refusals:
+        out.print(f"[bold red]refused[/]   {refusal}")
 
 
 @app.command()
@@ -459,23 +408,26 @@ def up(
     as_json: JsonOpt = False,
 ) -> None:
     """Converge the fleet and the front to conduit.toml (idempotent); start the supervisor."""
-    settings, path, runtime, front = _fleet(config)
-    result, daemon_pid = _converge(
-        settings,
-        path,
-        runtime,
-        front,
-        dry_run=dry_run,
-        daemon=not no_daemon,
-        new_keys=new_keys,
-        as_json=as_json,
-    )
-    if as_json:
-        emit_json({**result.to_dict(), "dry_run": dry_run, "daemon_pid": daemon_pid})
-        return
+    from conduitctl.app import change
+    from conduitctl.app.context import Fleet
+    from conduitctl.ops.converge import refuse
+
+    fleet = Fleet.load(config)
     if dry_run:
-        for action in result.actions:
-            out.print(f"{action.kind.value:9} {action.name}: {action.reason}")
+        whole = change.plan(fleet, new_keys=new_keys)
+        if as_json:
+            emit_json({**whole.to_dict(), "changed": whole.changes, "dry_run": True})
+        else:
+            _print_fleet_plan(whole)
+        refuse(whole)  # exit 2 as `up` would, nothing changed either way
+        return
+    done = change.converge(
+        fleet, new_keys=new_keys, start_supervisor=not no_daemon, progress=_progress(as_json)
+    )
+    result = done.result
+    assert result is not None
+    if as_json:
+        emit_json({**result.to_dict(), "dry_run": False, "daemon_pid": done.daemon_pid})
         return
     summary = ", ".join(
         f"{sum(a.kind == kind for a in result.actions)} {kind.value}"
@@ -674,20 +626,20 @@ def scale(
     as_json: JsonOpt = False,
 ) -> None:
     """Set cluster.containers in conduit.toml (comments kept), then converge like `up`."""
-    from conduitctl import daemon_link as control
-    from conduitctl.front import front_for
+    from conduitctl import daemon_link
+    from conduitctl.app import change
+    from conduitctl.app.context import Fleet
     from conduitctl.ops.converge import set_container_count
-    from conduitctl.runtime import runtime_for
 
     path = find_config(config)
     load_settings(path)  # the current file must be valid before it is edited
-    settings = set_container_count(path, count)
-    runtime = runtime_for(settings)
-    front = front_for(settings, render_env(settings, path))
-    supervised = control.daemon_pid(settings.state_dir) is not None
-    result, _ = _converge(
-        settings, path, runtime, front, daemon=supervised, reason="scale", as_json=as_json
+    fleet = Fleet.of(set_container_count(path, count), path)
+    supervised = daemon_link.daemon_pid(fleet.state_dir) is not None
+    done = change.converge(
+        fleet, reason="scale", start_supervisor=supervised, progress=_progress(as_json)
     )
+    result = done.result
+    assert result is not None
     if as_json:
         emit_json({"containers": count, **result.to_dict()})
     else:
@@ -1079,35 +1031,30 @@ def rollback(
         return
     from conduitctl import daemon_link as control
     from conduitctl.front import front_for
-    from conduitctl.intent import holding
     from conduitctl.ops import snapshots
     from conduitctl.ops.rollback import load_target
     from conduitctl.ops.rollback import rollback as roll_back
-    from conduitctl.reconcile import plan_backends
     from conduitctl.runtime import runtime_for
-    from conduitctl.runtime.base import launch_specs
 
     settings, path = _load(config)
     chosen = snapshots.resolve(settings.state_dir, snapshot)
     if dry_run:
+        from conduitctl.ops.converge import plan as plan_converge
+
         _, target = load_target(chosen)
-        actions = plan_backends(launch_specs(target), runtime_for(target).backends())
+        fronted = front_for(target, render_env(target, path))
+        whole = plan_converge(target, runtime_for(target), fronted)  # the same rules as `up`
         if as_json:
-            emit_json({"snapshot": chosen.id, "dry_run": True, "actions": [
-                {"kind": a.kind.value, "name": a.name, "reason": a.reason} for a in actions
-            ]})  # fmt: skip
+            emit_json({"snapshot": chosen.id, "dry_run": True, **whole.to_dict()})
             return
         out.print(f"rollback to {chosen.id} ({chosen.reason}) would:")
-        for action in actions:
-            out.print(f"  {action.kind.value:9} {action.name}: {action.reason}")
+        _print_fleet_plan(whole)
         return
-    from conduitctl.rollout_state import refuse_if_active
+    from conduitctl.app.change import changing
+    from conduitctl.app.context import Fleet
 
-    refuse_if_active(settings.state_dir)  # `rollout --abort` rolls a rollout back
-    runtime = runtime_for(settings)
-    _leave_legacy(settings, runtime, front_for(settings, render_env(settings, path)), as_json)
-    names = set(settings.backend_names()) | {s.name for s in runtime.backends()}
-    with holding(settings.state_dir, names):
+    fleet = Fleet.of(settings, path)
+    with changing(fleet, fleet.known_backends()):  # `rollout --abort` rolls a rollout back
         result = roll_back(
             settings,
             path,
@@ -1140,7 +1087,7 @@ def _rollback_legacy(config: Path | None, snapshot: str | None, as_json: bool) -
                        "it takes no snapshot (roll back to one first)")  # fmt: skip
     settings, _, runtime, front = _fleet(config)
     refuse_if_active(settings.state_dir)
-    taken = snapshots.take(settings, runtime, getattr(front, "conf", None), "legacy")
+    taken = snapshots.take(settings, runtime, front.installed_config, "legacy")
     _progress(as_json)(f"snapshot {taken.id}")
     if control.stop(settings.state_dir):  # it would restart the backends being replaced
         _progress(as_json)("supervisor stopped")
@@ -1525,7 +1472,13 @@ def demo(
     settings, path, runtime, front = _fleet(config)
     watch = sys.stdout.isatty() if keep_watching is None else keep_watching
     try:
-        result, pid = _converge(settings, path, runtime, front)
+        from conduitctl.app import change
+        from conduitctl.app.context import Fleet
+
+        done = change.converge(Fleet(settings, path, StateDir(settings.state_dir),
+                                     render_env(settings, path), runtime, front))  # fmt: skip
+        result, pid = done.result, done.daemon_pid
+        assert result is not None
         out.print(f"up: {len(result.actions)} backends, front {result.front}, supervisor pid {pid}")
         spec = LoadSpec.from_target(
             default_target(settings, udp=False), clients=clients, duration_s=duration, rate_kbps=8

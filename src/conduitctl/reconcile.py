@@ -1,11 +1,11 @@
-"""Desired backends + what the runtime holds -> a plan of actions (pure).
+"""Desired backends + what was observed -> the whole plan of a converge (pure).
 
 `up` executes the plan; `--dry-run` prints it. The supervisor (later) builds on the same value.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from conduitctl.runtime.base import BackendStatus, LaunchSpec, State
@@ -59,3 +59,83 @@ def plan_backends(desired: list[LaunchSpec], observed: list[BackendStatus]) -> l
         else:
             keeps.append(Action(ActionKind.KEEP, spec.name, "running, up to date", spec))
     return [*removes, *creates, *starts, *recreates, *keeps]
+
+
+# --- the whole plan -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What a change looked at before planning (read by app.change; the plan itself is pure)."""
+
+    backends: list[BackendStatus]
+    drained: frozenset[str] = frozenset()  # the operator's: they stay stopped
+    # Names a step needs but something else holds, or conduit-manager's stations: why each.
+    foreign: dict[str, str] = field(default_factory=dict)
+    lost_keys: frozenset[str] = frozenset()  # no key in its data while a backup of it exists
+    busy_ports: dict[str, str] = field(default_factory=dict)  # backend -> "tcp 127.0.0.1:x"
+    front: str = "none"  # what the front would do: start | reload | unchanged | none
+    front_error: str | None = None  # the front's tool rejects the config it would install
+    legacy: bool = False  # `rollback --legacy` runs: leave it first (keys carried back)
+
+
+@dataclass(frozen=True)
+class FleetPlan:
+    """Every step of a converge, decided before the first one; `refusals` non-empty means the
+    change is refused whole and nothing is done."""
+
+    actions: list[Action]
+    front: str
+    refusals: list[str] = field(default_factory=list)
+    leave_legacy: bool = False
+
+    @property
+    def changes(self) -> bool:
+        return (
+            self.leave_legacy
+            or any(a.changes for a in self.actions)
+            or self.front in ("start", "reload")
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "actions": [
+                {"kind": a.kind.value, "name": a.name, "reason": a.reason} for a in self.actions
+            ],
+            "front": self.front,
+            "refusals": self.refusals,
+            "leave_legacy": self.leave_legacy,
+        }
+
+
+DRAINED_REASON = "drained (conduitctl undrain brings it back)"
+
+
+def plan_fleet(
+    desired: list[LaunchSpec], observed: Observed, *, new_keys: bool = False
+) -> FleetPlan:
+    """The whole converge (pure): backend actions with the drained rule, the front's step, and
+    every reason a step would fail, so the change is refused before anything is touched."""
+    actions = [
+        Action(ActionKind.KEEP, a.name, DRAINED_REASON, a.spec)
+        if a.name in observed.drained and a.kind == ActionKind.START
+        else a
+        for a in plan_backends(desired, observed.backends)
+    ]
+    fresh = {a.name for a in actions if a.kind in (ActionKind.CREATE, ActionKind.START)}
+    refusals = [f"{name}: {why}" for name, why in sorted(observed.foreign.items())]
+    if not new_keys:
+        refusals += [
+            f"{name}: no identity key in its data but a backup exists; run `conduitctl keys "
+            "restore`, or pass --new-keys to start as a new station"
+            for name in sorted(observed.lost_keys & fresh)
+        ]
+    refusals += [
+        f"{name}: {where} is taken by another process; free it or move "
+        "workload.listen_port_base / metrics_port_base"
+        for name, where in sorted(observed.busy_ports.items())
+        if name in fresh
+    ]
+    if observed.front_error is not None:
+        refusals.append(f"front: {observed.front_error}")
+    return FleetPlan(actions, observed.front, refusals, observed.legacy)

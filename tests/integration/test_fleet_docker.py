@@ -94,3 +94,26 @@ def test_missing_image_is_a_clear_error(tmp_path, free_block, sim_image):
     cli("down", "--purge", "--config", str(config), check=False)
     assert result.returncode == 2
     assert "image conduit-sim:nope is not present locally" in result.stderr
+
+
+def test_a_foreign_container_refuses_the_whole_up_before_any_step(tmp_path, free_block, sim_image):
+    """Seen on a host that still ran other containers: up created the first backend, then
+    stopped on the second's name. The whole plan refuses first: nothing is created."""
+    base = free_block(140)
+    config = write_config(tmp_path, base, name="dkf", containers=3, runtime="docker")
+    client = docker.from_env()
+    squatter = client.containers.create(sim_image, name="dkf-2", command=["--help"])
+    try:
+        dry = cli("up", "--dry-run", "--config", str(config), check=False)
+        assert dry.returncode == 2, dry.stderr
+        assert "refused" in dry.stdout and "dkf-2" in dry.stdout
+        result = cli("up", "--config", str(config), check=False)
+        assert result.returncode == 2
+        assert "nothing changed: dkf-2: a container conduitctl does not own" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1  # one line, no traceback
+        names = {c.name for c in client.containers.list(all=True)}
+        assert "dkf-1" not in names and "dkf-3" not in names
+        assert not any(v.name.startswith("dkf-data") for v in client.volumes.list())
+    finally:
+        squatter.remove(force=True)
+        cli("down", "--purge", "--config", str(config), check=False)

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import tomlkit
 
-from conduitctl.errors import BadInput, ConduitctlError
+from conduitctl.errors import BadInput, ConduitctlError, Refused, ValidationFailed
 from conduitctl.fleet import desired_backends
 from conduitctl.front.base import Front
+from conduitctl.intent import drained
+from conduitctl.observe.ports import ports_in_use
 from conduitctl.ops.ready import READY_TIMEOUT, wait_ready
-from conduitctl.reconcile import Action, ActionKind, plan_backends
-from conduitctl.runtime.base import LaunchSpec, Runtime, launch_specs
+from conduitctl.reconcile import Action, ActionKind, FleetPlan, Observed, plan_fleet
+from conduitctl.runtime.base import LaunchSpec, Runtime, State, launch_specs
 from conduitctl.settings import Settings, parse_settings
 from conduitctl.settings_file import replace_config
 
@@ -57,49 +59,86 @@ class DownResult:
         return {"stopped": self.stopped, "purged": self.purged, "front_stopped": self.front_stopped}
 
 
+def observe(
+    settings: Settings, runtime: Runtime, front: Front, specs: list[LaunchSpec]
+) -> Observed:
+    """Everything the plan needs to know, read before any step: the backends, the drained
+    ones, names in the way, lost keys, taken ports, and what the front would do."""
+    from conduitctl.ops.keys import store_for, would_regenerate
+    from conduitctl.ops.legacy_layout import legacy_active
+
+    statuses = runtime.backends()
+    out = frozenset(drained(settings.state_dir))
+    legacy = legacy_active(settings.state_dir)
+    foreign = runtime.foreign(spec.name for spec in specs)
+    lost: frozenset[str] = frozenset()
+    busy: dict[str, str] = {}
+    if not legacy:  # leaving the legacy layout carries keys back and frees the ports first
+        lost = frozenset(would_regenerate(settings, store=store_for(settings, runtime)))
+        running = {s.name for s in statuses if s.state == State.RUNNING}
+        busy = ports_in_use([s.backend for s in specs if s.name not in running])
+    front_step, front_error = "none", None
+    if front.balances:
+        try:
+            front_step = front.plan(out)
+        except ValidationFailed as exc:
+            front_error = str(exc)
+    return Observed(statuses, out, foreign, lost, busy, front_step, front_error, legacy)
+
+
+def plan(
+    settings: Settings, runtime: Runtime, front: Front, *, new_keys: bool = False
+) -> FleetPlan:
+    """The whole converge to `settings`, decided before any step (nothing is changed)."""
+    specs = launch_specs(settings)
+    return plan_fleet(specs, observe(settings, runtime, front, specs), new_keys=new_keys)
+
+
+def refuse(plan: FleetPlan) -> None:
+    """Raise Refused, naming every step that would fail, when the plan cannot be carried out."""
+    if plan.refusals:
+        more = f" (and {len(plan.refusals) - 1} more)" if len(plan.refusals) > 1 else ""
+        raise Refused(f"nothing changed: {plan.refusals[0]}{more}")
+
+
 def up(
     settings: Settings,
     runtime: Runtime,
     front: Front,
     *,
-    dry_run: bool = False,
     new_keys: bool = False,
-    before_change: Callable[[], object] | None = None,
     progress: Progress = _quiet,
     batch: int = 1,
 ) -> UpResult:
-    """Converge; changed backends are replaced `batch` at a time, each batch ready before the
-    next (1 keeps all but one serving; rollback uses more, for speed)."""
+    """Plan, refuse whole or carry out (for callers already inside a change: rollback, the
+    roll back of a rollout). Commands go through conduitctl.app.change."""
+    whole = plan(settings, runtime, front, new_keys=new_keys)
+    refuse(whole)
+    return execute(settings, runtime, front, whole, progress=progress, batch=batch)
+
+
+def execute(
+    settings: Settings,
+    runtime: Runtime,
+    front: Front,
+    plan: FleetPlan,
+    *,
+    progress: Progress = _quiet,
+    batch: int = 1,
+) -> UpResult:
+    """Carry out a plan that was not refused; changed backends are replaced `batch` at a time,
+    each batch ready before the next (1 keeps all but one serving; rollback uses more)."""
     started = time.monotonic()
-    from conduitctl.intent import drained
+    actions = plan.actions
+    if plan.leave_legacy:
+        from conduitctl.ops.legacy_layout import from_legacy
 
-    specs = launch_specs(settings)
-    out = drained(settings.state_dir)  # the operator drained them: they stay stopped
-    actions = [
-        Action(ActionKind.KEEP, a.name, "drained (conduitctl undrain brings it back)", a.spec)
-        if a.name in out and a.kind == ActionKind.START
-        else a
-        for a in plan_backends(specs, runtime.backends())
-    ]
-    if dry_run:
-        return UpResult(actions, "unchanged", any(a.changes for a in actions), 0.0)
-
-    if before_change is not None and any(a.changes for a in actions):
-        before_change()  # e.g. a snapshot, so the change can be rolled back
+        progress("leaving conduit-manager's layout (keys carried back)")
+        from_legacy(settings, runtime, front, progress=progress)
     by_kind: dict[ActionKind, list[Action]] = {kind: [] for kind in ActionKind}
     for action in actions:
         by_kind[action.kind].append(action)
     fresh = [*by_kind[ActionKind.CREATE], *by_kind[ActionKind.START]]
-    if fresh and not new_keys:
-        from conduitctl.ops.keys import store_for, would_regenerate
-
-        lost = set(would_regenerate(settings, store=store_for(settings, runtime)))
-        lost &= {a.name for a in fresh}
-        if lost:
-            raise BadInput(
-                f"{', '.join(sorted(lost))}: no identity key in its data but a backup exists; "
-                "run `conduitctl keys restore`, or pass --new-keys to start as a new station"
-            )
     for action in fresh:
         progress(f"{action.kind.value} {action.name} ({action.reason})")
         runtime.start(_spec(action))
@@ -122,16 +161,16 @@ def up(
                 f"see `conduitctl logs {not_ready[0]}`"
             )
     front_result = "none"
-    if settings.front.kind != "none":
-        front_result = front.apply(frozenset(out))
+    if front.balances:
+        front_result = front.apply(frozenset(drained(settings.state_dir)))
         if front_result != "unchanged":
-            progress(f"front {settings.front.kind} {front_result}")
+            progress(f"front {front.kind} {front_result}")
     # Extra backends leave the front (above) before they are removed.
     for action in by_kind[ActionKind.REMOVE]:
         progress(f"remove {action.name} ({action.reason}; its data is kept)")
         runtime.stop(action.name)
         runtime.remove(action.name, purge=False)
-    changed = any(a.changes for a in actions) or front_result in ("started", "reloaded")
+    changed = plan.changes or front_result in ("started", "reloaded")
     return UpResult(actions, front_result, changed, time.monotonic() - started)
 
 

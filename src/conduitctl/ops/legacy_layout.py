@@ -39,6 +39,7 @@ from typing import Any
 from conduitctl import labels
 from conduitctl.errors import BadInput, ConduitctlError
 from conduitctl.front.base import Front
+from conduitctl.labels import LegacySlot, legacy_index, legacy_slot
 from conduitctl.ops.keys import KEY_FILE, DockerKeys, sha256_hex
 from conduitctl.ops.ready import READY_TIMEOUT, wait_ready
 from conduitctl.runtime.base import LaunchSpec, Runtime, launch_specs
@@ -52,7 +53,6 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 LEGACY_FILE = "legacy.json"  # its name in messages; the path is StateDir.legacy
 RECORD_VERSION = 1
-LEGACY_PREFIX = "conduit"  # conduit-manager's fixed names, whatever our cluster is called
 RETRY_HINT = "conduitctl rollback --legacy"
 
 
@@ -61,39 +61,6 @@ def _quiet(_: str) -> None:
 
 
 # --- pure: names ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LegacySlot:
-    """conduit-manager's names for backend `index` (1-based)."""
-
-    index: int
-    container: str
-    volume: str
-
-
-def legacy_slot(index: int) -> LegacySlot:
-    """1 -> conduit / conduit-data; i >= 2 -> conduit-{i} / conduit-data-{i}.
-
-    Raises:
-        ValueError: `index` < 1.
-    """
-    if index < 1:
-        raise ValueError(f"backend index {index}: indexes start at 1")
-    if index == 1:
-        return LegacySlot(1, LEGACY_PREFIX, f"{LEGACY_PREFIX}-data")
-    return LegacySlot(index, f"{LEGACY_PREFIX}-{index}", f"{LEGACY_PREFIX}-data-{index}")
-
-
-def legacy_index(container: str) -> int | None:
-    """The backend index a legacy container name stands for, or None when it is not one."""
-    if container == LEGACY_PREFIX:
-        return 1
-    head, _, tail = container.rpartition("-")
-    if head != LEGACY_PREFIX or not tail.isdigit() or tail.startswith("0"):
-        return None
-    index = int(tail)
-    return index if index >= 2 else None
 
 
 def legacy_file(state_dir: Path) -> Path:

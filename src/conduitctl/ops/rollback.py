@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from conduitctl.errors import BadInput
 from conduitctl.front.base import Front
@@ -70,20 +69,7 @@ def load_target(snapshot: snapshots.Snapshot) -> tuple[str, Settings]:
 def retag_images(runtime: Runtime, images: dict[str, str | None]) -> list[str]:
     """Point each tag back at the image ID the snapshot recorded, when that image is still
     here and the tag has moved (an image rebuilt under the same tag)."""
-    client: Any = getattr(runtime, "client", None) if runtime.name == "docker" else None
-    moved = []
-    for tag, image_id in images.items():
-        if client is None or not image_id:
-            continue
-        try:
-            if client.images.get(tag).id == image_id:
-                continue
-            repository, _, version = tag.rpartition(":")
-            client.images.get(image_id).tag(repository or tag, version or "latest")
-            moved.append(tag)
-        except Exception:  # the old image is gone: the current one runs, as the note says
-            continue
-    return moved
+    return [tag for tag, image_id in images.items() if image_id and runtime.retag(tag, image_id)]
 
 
 def rollback(
@@ -100,7 +86,7 @@ def rollback(
     started = time.monotonic()
     text, target = load_target(snapshot)
     runtime, front = runtime_for(current), front_for(current)
-    saved = snapshots.take(current, runtime, getattr(front, "conf", None), "rollback")
+    saved = snapshots.take(current, runtime, front.installed_config, "rollback")
     write_atomic(saved.path / REPLACED, config_path.read_bytes(), secret=True)
     progress(f"snapshot {saved.id} (rollback to it to undo this one)")
     if fleet_moves(current, target):

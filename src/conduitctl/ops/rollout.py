@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from conduitctl.errors import BadInput, ConduitctlError
 from conduitctl.events import EventKind
@@ -91,7 +90,7 @@ def begin(
     if soak_s <= 0:
         raise BadInput("--soak must be positive, e.g. 5m")
     now = time.time() if now is None else now
-    base = snapshots.take(old, runtime, getattr(front, "conf", None), "rollout", now)
+    base = snapshots.take(old, runtime, front.installed_config, "rollout", now)
     files = StateDir(state_dir)
     files.rollout.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_atomic(files.rollout_base, applied.read_bytes(), secret=True)
@@ -167,7 +166,7 @@ class Driver:
         changing = [s for s in specs if running.get(s.name) != s.config_hash()]
         if changing:
             snap = snapshots.take(
-                new, self.runtime, getattr(self.front, "conf", None), f"rollout-{state.stage + 1}"
+                new, self.runtime, self.front.installed_config, f"rollout-{state.stage + 1}"
             )
             self.progress(f"{label}: snapshot {snap.id}")
         for spec in changing:
@@ -254,19 +253,7 @@ class Driver:
     def docker_ooms(self, since: float) -> set[str]:
         """Containers dockerd saw OOM-killed since `since` (its restart policy may have
         started them again before a sample saw them down)."""
-        if self.runtime.name != "docker":
-            return set()
-        try:
-            client: Any = getattr(self.runtime, "client", None)
-            events = client.events(
-                since=int(since) - 1,
-                until=int(self.clock()) + 1,
-                filters={"type": "container", "event": "oom"},
-                decode=True,
-            )
-            return {e.get("Actor", {}).get("Attributes", {}).get("name", "") for e in events}
-        except Exception:
-            return set()
+        return self.runtime.oom_kills_since(since, self.clock())
 
     def roll_back(self, state: RolloutState, old: Settings, failure: str) -> RolloutState:
         self.progress(f"gate failed: {failure}; rolling back")

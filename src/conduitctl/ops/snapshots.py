@@ -64,18 +64,6 @@ def set_applied(state_dir: Path, text: str) -> None:
     write_config_copy(text, applied_path(state_dir))
 
 
-def _image_id(runtime: Runtime, image: str | None) -> str | None:
-    client = getattr(runtime, "_client", None) or (
-        getattr(runtime, "client", None) if runtime.name == "docker" else None
-    )
-    if client is None or image is None:
-        return None
-    try:
-        return str(client.images.get(image).id)
-    except Exception:  # a missing image is recorded as unknown, not an error
-        return None
-
-
 def take(
     settings: Settings,
     runtime: Runtime,
@@ -113,7 +101,7 @@ def take(
     image = settings.workload.effective_image
     # What the backends run, not what the tag names now (a pull may have moved it already).
     running = next((s.image_id for s in statuses if s.image_id), None)
-    images = {image: running or _image_id(runtime, image)} if image else {}
+    images = {image: running or runtime.image_id(image)} if image else {}
     snapshot = Snapshot(
         id=path.name,
         path=path,

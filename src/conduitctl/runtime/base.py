@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -136,6 +136,27 @@ class Runtime(Protocol):
     def oom_count(self, name: str) -> int | None:
         """OOM kills counted by the kernel for this backend so far, where the runtime can read
         them cheaply (process: its memory cgroup); None where OOMs arrive as events."""
+        ...
+
+    def foreign(self, names: Iterable[str]) -> dict[str, str]:
+        """What is in the way of a change, found before it starts: `names` held by something
+        this cluster does not own, and conduit-manager's stations (a fleet started beside them
+        would be new stations, with new keys). Name -> why, in one line with the fix."""
+        ...
+
+    def image_id(self, tag: str | None) -> str | None:
+        """The image a tag names now (None: no such image, or a runtime without images)."""
+        ...
+
+    def retag(self, tag: str, image_id: str) -> bool:
+        """Point `tag` back at `image_id` when that image is still here and the tag moved.
+        True when it moved the tag."""
+        ...
+
+    def oom_kills_since(self, since: float, until: float) -> set[str]:
+        """Backends the runtime saw OOM-killed in [since, until] from its own events (docker's
+        restart policy may start them again before a sample sees them down); empty where OOMs
+        are counted instead (`oom_count`)."""
         ...
 
     def usage(self, pid: int) -> tuple[float | None, int | None]:

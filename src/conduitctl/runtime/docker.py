@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -143,6 +143,62 @@ class DockerRuntime:
 
     def _containers(self) -> list[Any]:
         return list(self.client.containers.list(all=True, filters=self._filters()))
+
+    def image_id(self, tag: str | None) -> str | None:
+        try:
+            return self._image_id(tag, {})
+        except Exception:  # dockerd unreachable: recorded as unknown, not an error
+            return None
+
+    def retag(self, tag: str, image_id: str) -> bool:
+        try:
+            if self.client.images.get(tag).id == image_id:
+                return False
+            repository, _, version = tag.rpartition(":")
+            self.client.images.get(image_id).tag(repository or tag, version or "latest")
+            return True
+        except Exception:  # the old image is gone: the current one runs
+            return False
+
+    def oom_kills_since(self, since: float, until: float) -> set[str]:
+        try:
+            events = self.client.events(
+                since=int(since) - 1,
+                until=int(until) + 1,
+                filters={"type": "container", "event": "oom"},
+                decode=True,
+            )
+            return {e.get("Actor", {}).get("Attributes", {}).get("name", "") for e in events} - {""}
+        except Exception:
+            return set()
+
+    def foreign(self, names: Iterable[str]) -> dict[str, str]:
+        wanted = set(names)
+        found: dict[str, str] = {}
+        for container in self.client.containers.list(all=True):
+            marks = container.labels or {}
+            if marks.get(labels.LABEL_LEGACY) == self.cluster:
+                continue  # ours, in conduit-manager's layout (`rollback --legacy`)
+            if (marks.get(labels.LABEL_OWNER), marks.get(labels.LABEL_CLUSTER)) == (
+                labels.OWNER,
+                self.cluster,
+            ):
+                continue
+            name = container.name
+            conduitctl_made = labels.LABEL_OWNER in marks or labels.LABEL_LEGACY in marks
+            station = labels.legacy_index(name) is not None and container.status == "running"
+            if station and not conduitctl_made:
+                found[name] = (
+                    f"conduit-manager's station runs here (container {name}, its key in its "
+                    "own volume); a fleet beside it would start new stations with new keys: "
+                    f"stop it first (docker stop {name}), or carry its key over first"
+                )
+            elif name in wanted:
+                found[name] = (
+                    f"a container conduitctl does not own has this name; rename or remove it "
+                    f"(docker rm {name}) or change cluster.name"
+                )
+        return found
 
     def _get(self, name: str) -> Any | None:
         import docker.errors

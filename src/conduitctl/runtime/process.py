@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +142,18 @@ class ProcessRuntime:
     def oom_count(self, name: str) -> int | None:
         """OOM kills so far in the backend's memory cgroup (None: it has none)."""
         return BackendCgroup(self.cluster, name).oom_kills()
+
+    def image_id(self, tag: str | None) -> str | None:
+        return None  # processes run no image
+
+    def retag(self, tag: str, image_id: str) -> bool:
+        return False
+
+    def oom_kills_since(self, since: float, until: float) -> set[str]:
+        return set()  # counted from each backend's memory cgroup (oom_count)
+
+    def foreign(self, names: Iterable[str]) -> dict[str, str]:
+        return {}  # its backends live in this state dir: nothing else can hold their names
 
     def usage(self, pid: int) -> tuple[float | None, int | None]:
         try:
