@@ -291,11 +291,15 @@ class ProcessFront:
     def installed_config(self) -> Path | None:
         return self.conf
 
+    def _make_dirs(self) -> None:
+        for directory in (self.dir, self.env.log_dir, self.env.run_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+
     def plan(self, down: frozenset[str] = frozenset()) -> str:
         rendered = self.render(down)
         changed = not (self.conf.exists() and self.conf.read_text() == rendered.text)
         if changed:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            self._make_dirs()  # the tool's check opens the pid and log paths
             self.check(rendered, self.env, self.dir)  # refused now, not half-way through
         if self._pid() is None:
             return "start"
@@ -334,8 +338,7 @@ class ProcessFront:
     def apply(self, down: frozenset[str] = frozenset()) -> str:
         """Render, validate with the front's own tool, install, then start or reload."""
         rendered = self.render(down)
-        for directory in (self.dir, self.env.log_dir, self.env.run_dir):
-            directory.mkdir(parents=True, exist_ok=True)
+        self._make_dirs()
         changed = install(rendered, self.conf, self.check, self.env)
         pid = self._pid()
         if pid is None:
