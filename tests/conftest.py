@@ -2,28 +2,100 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import random
+import shutil
 import socket
-from collections.abc import Callable
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+# A short base for the tests' temporary directories under pytest-xdist: a fleet's sockets
+# live in its state dir under tmp_path, and HAProxy refuses a unix socket path longer than
+# 97 bytes, which /tmp/pytest-of-root/pytest-N/popen-gwN/<test name>/state/run/... passes.
+SHORT_TEMP_KEEP = 3  # the newest sessions kept, as pytest keeps its own
+SHORT_TEMP_MAX_AGE_S = 3600.0  # and any younger than this (it may still run)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Under xdist without --basetemp, the controller picks a short one for every worker:
+    /tmp/ct-<uid>/<random>/popen-gwN instead of /tmp/pytest-of-<user>/pytest-N/popen-gwN."""
+    workers = getattr(config.option, "numprocesses", None)
+    if not workers or config.option.basetemp or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    root = Path(tempfile.gettempdir()) / f"ct-{os.getuid()}"
+    root.mkdir(mode=0o700, exist_ok=True)
+    if root.is_symlink() or root.stat().st_uid != os.getuid():
+        return  # not ours: leave pytest's own default
+    old = sorted(root.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in old[SHORT_TEMP_KEEP - 1 :]:
+        if time.time() - path.stat().st_mtime > SHORT_TEMP_MAX_AGE_S:
+            shutil.rmtree(path, ignore_errors=True)
+    config.option.basetemp = tempfile.mkdtemp(prefix="", dir=root)
+
+
+# Loopback ports the tests hand out, all below the kernel's ephemeral range (32768+) so an
+# outgoing connection cannot take one between the check and the bind: consecutive blocks
+# (a fleet's ports) from one range, single ports from another, so a single port never lands
+# in a block that is handed out but not bound yet. Under pytest-xdist each worker (gw0,
+# gw1, ...) gets a slice of each range of its own: two workers never pick the same port.
+BLOCK_PORTS = (20000, 30000)
+SINGLE_PORTS = (30000, 32000)
+
+
+def worker_slice(low: int, high: int) -> tuple[int, int]:
+    """This xdist worker's share [start, stop) of the ports [low, high); all of it outside
+    xdist."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(worker.removeprefix("gw")) if worker.startswith("gw") else 0
+    size = (high - low) // max(count, 1)
+    return low + index * size, low + (index + 1) * size
+
+
+class _Ports:
+    """Hands out ports of one slice in turn, round and round, each checked free for TCP and
+    UDP: two calls in a row never return the same port, bound or not."""
+
+    def __init__(self, low: int, high: int) -> None:
+        self.range = (low, high)
+        self.next: int | None = None
+
+    def take(self, count: int, host: str) -> int:
+        start, stop = worker_slice(*self.range)
+        if count > stop - start:
+            raise RuntimeError(f"no block of {count} ports fits in {start}-{stop}")
+        if self.next is None or not start <= self.next < stop:
+            # Anywhere at first: a run right after another does not meet its TIME_WAIT ports.
+            self.next = random.randrange(start, stop - count + 1)
+        tried = 0
+        while tried < stop - start:
+            base = self.next if self.next + count <= stop else start
+            taken = next((p for p in range(base, base + count) if not _free(host, p)), None)
+            if taken is None:
+                self.next = base + count
+                return base
+            tried += taken + 1 - base
+            self.next = taken + 1
+        raise RuntimeError(f"no block of {count} free ports in {start}-{stop} on {host}")
+
+
+_blocks = _Ports(*BLOCK_PORTS)
+_singles = _Ports(*SINGLE_PORTS)
+
 
 def find_free_port(host: str = "127.0.0.1") -> int:
-    """A loopback port that is free for both TCP and UDP right now.
+    """A loopback port that is free for both TCP and UDP right now, of this worker's own.
 
     Another process may still take it before the caller binds; good enough for tests.
     """
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((host, 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((host, port))
-                except OSError:
-                    continue
-        return port
-    raise RuntimeError("no free TCP+UDP port found on loopback")
+    return _singles.take(1, host)
 
 
 @pytest.fixture
@@ -33,18 +105,9 @@ def free_port() -> Callable[[], int]:
 
 
 def find_free_block(count: int, host: str = "127.0.0.1") -> int:
-    """The first of `count` consecutive loopback ports free for TCP and UDP right now.
-
-    Picked below the kernel's ephemeral range (32768+) so outgoing connections cannot take
-    them between this check and the bind.
-    """
-    import random
-
-    for _ in range(200):
-        base = random.randrange(20000, 32000 - count)
-        if all(_free(host, port) for port in range(base, base + count)):
-            return base
-    raise RuntimeError(f"no block of {count} free ports found on loopback")
+    """The first of `count` consecutive loopback ports free for TCP and UDP right now, of
+    this worker's own."""
+    return _blocks.take(count, host)
 
 
 def _free(host: str, port: int) -> bool:
@@ -64,8 +127,13 @@ def free_block() -> Callable[[int], int]:
 
 
 @pytest.fixture(scope="session")
-def sim_image() -> str:
-    """conduit-sim:local, built locally once per session (no registry is reachable)."""
+def sim_image(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """conduit-sim:local, built locally once per session (no registry is reachable).
+
+    `make test` builds it before pytest starts; here each xdist worker builds it again (a
+    cached no-op then) one at a time, under a lock in the directory the workers share, so
+    two never debootstrap or build at once.
+    """
     docker = pytest.importorskip("docker")
     try:
         docker.from_env(timeout=30).ping()
@@ -73,4 +141,16 @@ def sim_image() -> str:
         pytest.skip(f"no docker daemon answers ({exc}); `make test` starts one")
     from conduitctl.sim.image import build_image
 
-    return build_image("conduit-sim:local")
+    with _locked(tmp_path_factory.getbasetemp().parent / "conduit-sim-build.lock"):
+        return build_image("conduit-sim:local")
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path` for the `with` block: other processes wait for it."""
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

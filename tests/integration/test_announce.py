@@ -24,6 +24,7 @@ from conduitctl.runtime import runtime_for
 from conduitctl.settings import Settings, load_settings, settings_from_dict
 from conduitctl.store import Store
 from conduitctl.supervise.files import history_path
+from conftest import find_free_port
 
 
 @dataclass
@@ -94,9 +95,7 @@ def silent() -> Iterator[str]:
 
 
 def dead_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"json://127.0.0.1:{sock.getsockname()[1]}/hook"  # nothing listens there
+    return f"json://127.0.0.1:{find_free_port()}/hook"  # nothing listens there
 
 
 def settings_for(state_dir: Path, *notifiers: str) -> Settings:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import signal
 import socket
 import socketserver
@@ -27,6 +26,7 @@ from conduitctl.render import CheckResult, Rendered, checker, haproxy, nginx
 from conduitctl.render.base import RenderEnv
 from conduitctl.render.check_front import check_haproxy, check_nginx, find_tool
 from conduitctl.settings import Settings, settings_from_dict
+from conftest import find_free_block
 
 NGINX = find_tool("nginx")
 HAPROXY = find_tool("haproxy")
@@ -298,7 +298,7 @@ class Backends:
     def __init__(self) -> None:
         self.servers: dict[str, list[socketserver.BaseServer]] = {}
         for _ in range(100):
-            self.base = random.randrange(20000, 60000)
+            self.base = find_free_block(2)
             try:
                 for i in range(2):
                     name = f"conduit-{i + 1}"

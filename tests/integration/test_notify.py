@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -20,15 +19,9 @@ import pytest
 
 from conduitctl.alerts import Notification, NotifyReason, RuleName, Severity
 from conduitctl.notify import Dispatcher, Notifier, SendResult, send_test
+from conftest import find_free_port
 
 WAIT_S = 10.0  # upper bound for any delivery to show up
-
-
-def find_free_port() -> int:
-    """A loopback TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- receivers --------------------------------------------------------------------------------

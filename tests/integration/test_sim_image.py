@@ -31,10 +31,10 @@ def docker_client() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def image_id(docker_client: Any) -> str:
-    from conduitctl.sim.image import build_image, image_exists
+def image_id(docker_client: Any, sim_image: str) -> str:
+    from conduitctl.sim.image import image_exists
 
-    built = build_image("conduit-sim:local")
+    built = sim_image  # build_image's id, built under the workers' lock (conftest.py)
     assert built.startswith("sha256:")
     assert image_exists("conduit-sim:local")
     assert not image_exists("conduit-sim:does-not-exist")
