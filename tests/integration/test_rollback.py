@@ -85,12 +85,14 @@ def test_an_image_rebuilt_under_its_tag_is_rolled_out_and_back(tmp_path, free_bl
     tag = "conduit-sim:retag-test"
     client = docker.from_env()
     first = client.images.get(build_faulty_image(tag, {"CONDUIT_SIM_SESSION_MB": "0"})).id
+    built = [first]
     base = free_block(140)
     config = write_config(tmp_path, base, name="rt", containers=2, runtime="docker", image=tag)
     try:
         cli("up", "--no-daemon", "--config", str(config), timeout=180)
         keys_before = key_hashes(config)
         second = client.images.get(build_faulty_image(tag, {"CONDUIT_SIM_SESSION_MB": "1"})).id
+        built.append(second)
         assert second != first
         plan = cli_json("up", "--dry-run", "--config", str(config))
         assert [a["reason"] for a in plan["actions"]] == [f"{tag} is another image now"] * 2
@@ -108,5 +110,8 @@ def test_an_image_rebuilt_under_its_tag_is_rolled_out_and_back(tmp_path, free_bl
     finally:
         cli("down", "--purge", "--config", str(config), check=False, timeout=180)
         remove_faulty_image(tag)
+        # Only the images built here (the one the tag moved off is left untagged): the
+        # faulty images other tests build at the same time are theirs to remove.
         for image in client.images.list(filters={"label": "conduitctl.test=sim-faulty-image"}):
-            client.images.remove(image.id, force=True)
+            if image.id in built:
+                client.images.remove(image.id, force=True)

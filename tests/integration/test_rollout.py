@@ -62,7 +62,9 @@ def test_the_supervisor_resumes_a_rollout_after_a_reboot(tmp_path, free_block):
     """Driver and supervisor both die (a reboot, as far as they can tell); the supervisor,
     started again as systemd would, finds the orphaned rollout and resumes it."""
     base = free_block(140)
-    config = write_config(tmp_path, base, name="rr", containers=2, front="haproxy")
+    # not "rr": test_drain.py's fleet of that name may run at the same time (xdist), and
+    # process backends of one cluster name share a memory cgroup
+    config = write_config(tmp_path, base, name="rs", containers=2, front="haproxy")
     env = {**os.environ, "CONDUITCTL_CONFIG": ""}
     try:
         cli("up", "--config", str(config))  # with the supervisor
