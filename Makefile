@@ -5,8 +5,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 DEMO_CONFIG ?= examples/demo.toml
+# `make test` runs the tests in two passes: all but the `serial` ones on TEST_WORKERS
+# pytest-xdist workers at once (they mostly wait on real services and sleeps; a file's tests
+# share a worker unless tests/conftest.py lists it in SPREAD_FILES), then the
+# `serial` ones alone (they load the whole host or time it). Both always run; either
+# failing fails `make test`.
+TEST_WORKERS ?= 6
+PYTEST_OPTS ?= -q --durations=15
 
-.PHONY: setup system venv dockerd demo test test-fast lint bench clean
+.PHONY: setup system venv dockerd sim-image demo test test-unit test-fast lint bench clean
 
 setup: system venv
 
@@ -31,8 +38,21 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: setup dockerd lint
-	$(BIN)/pytest -q --durations=15
+# Built once before the workers start (they would wait on each other's build otherwise).
+sim-image: venv dockerd
+	@$(BIN)/conduitctl sim build-image --json >/dev/null
+
+test: setup dockerd lint sim-image
+	@rc=0; \
+	echo "$(BIN)/pytest $(PYTEST_OPTS) -n $(TEST_WORKERS) --dist loadfile -m 'not serial'"; \
+	$(BIN)/pytest $(PYTEST_OPTS) -n $(TEST_WORKERS) --dist loadfile -m "not serial" || rc=$$?; \
+	echo "$(BIN)/pytest $(PYTEST_OPTS) -m serial"; \
+	$(BIN)/pytest $(PYTEST_OPTS) -m serial || rc=$$?; \
+	exit $$rc
+
+# The pure unit tests only: no dockerd, nginx or HAProxy needed.
+test-unit: venv
+	$(BIN)/pytest -q tests/unit
 
 test-fast: setup lint
 	$(BIN)/pytest -q -m "not slow and not docker"

@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +39,38 @@ def pytest_configure(config: pytest.Config) -> None:
         if time.time() - path.stat().st_mtime > SHORT_TEMP_MAX_AGE_S:
             shutil.rmtree(path, ignore_errors=True)
     config.option.basetemp = tempfile.mkdtemp(prefix="", dir=root)
+
+
+# Under `--dist loadfile` the tests of a file run on one worker, one after the other: they
+# may share a fleet's name (a memory cgroup, docker containers and volumes), a module-scoped
+# fixture or a global docker name. The tests of these files each have fleets (and images) of
+# their own names, so their tests go to any worker, each on its own.
+SPREAD_FILES = frozenset(
+    {
+        "tests/integration/test_drain.py",
+        "tests/integration/test_fleet.py",
+        "tests/integration/test_rollback.py",
+        "tests/integration/test_rollout.py",
+        "tests/integration/test_supervisor.py",
+    }
+)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadfile`, except that the tests of SPREAD_FILES are scheduled one by one.
+
+    (xdist's own `loadgroup` cannot do it here: it renames the items to carry their group,
+    which this pytest's node ids no longer follow.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SpreadOrFileScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return nodeid if path in SPREAD_FILES else path
+
+    return SpreadOrFileScheduling(config, log)
 
 
 # Loopback ports the tests hand out, all below the kernel's ephemeral range (32768+) so an

@@ -23,6 +23,10 @@ from conduitctl.errors import ConduitctlError
 from conduitctl.settings import load_settings
 from conftest import find_free_block
 
+# Alone, after the parallel pass of `make test`: the drills burn a core, hold host memory,
+# drop loopback packets and time detection and recovery to the second under their own load.
+pytestmark = [pytest.mark.serial]
+
 # As test_supervisor.py: probes every 500 ms, restarts without waiting.
 FAST_HEALTH = """
 [health]

@@ -28,9 +28,11 @@ def listening(port: int) -> bool:
 @pytest.fixture(params=["nginx", "haproxy"])
 def process_fleet(request, tmp_path, free_block):
     base = free_block(140)
-    config = write_config(
-        tmp_path, base, name=f"pf{request.param[0]}", containers=3, front=request.param
-    )
+    # A name of its own for each test (pfn-utcn: test_up_twice_changes_nothing, nginx): tests
+    # of this file may run at the same time (tests/conftest.py, SPREAD_FILES).
+    initials = "".join(word[0] for word in request.node.originalname.split("_")[1:])
+    name = f"pf{request.param[0]}-{initials}"
+    config = write_config(tmp_path, base, name=name, containers=3, front=request.param)
     yield config, base
     cli("down", "--purge", "--config", str(config), check=False)
 
