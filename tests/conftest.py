@@ -178,6 +178,16 @@ def sim_image(tmp_path_factory: pytest.TempPathFactory) -> str:
         return build_image("conduit-sim:local")
 
 
+@pytest.fixture
+def webhook() -> Iterator[Any]:
+    """A webhook receiver on 127.0.0.1 (fleet_helpers.Webhook), closed after the test."""
+    from fleet_helpers import Webhook  # tests/integration: on sys.path for its tests
+
+    receiver = Webhook()
+    yield receiver
+    receiver.close()
+
+
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """An exclusive flock on `path` for the `with` block: other processes wait for it."""

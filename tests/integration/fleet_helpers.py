@@ -1,4 +1,5 @@
-"""Helpers for fleet tests: write a conduit.toml on free loopback ports, run the CLI."""
+"""Shared helpers of the integration tests: write a conduit.toml on free loopback ports, run
+the CLI, wait for a condition, receive webhooks."""
 
 from __future__ import annotations
 
@@ -7,11 +8,25 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 CONDUITCTL = str(Path(sys.executable).with_name("conduitctl"))
+HOST = "127.0.0.1"
+
+# Probes every 500 ms, restarts without waiting: the supervisor's reactions within seconds.
+FAST_HEALTH = """
+[health]
+interval = "500ms"
+timeout = "400ms"
+restart_backoff = "200ms"
+restart_after = "2s"
+"""
 
 
 def write_config(
@@ -127,12 +142,76 @@ def wanted_hashes(config: Path) -> dict[str, str]:
     return {s.name: s.config_hash() for s in launch_specs(load_settings(config))}
 
 
-def wait_for(check: Any, timeout: float, what: str, every: float = 0.1) -> Any:
-    """The first truthy value of `check()` within `timeout` s, else AssertionError."""
+def wait_for(check: Callable[[], Any], timeout: float, what: str = "", every: float = 0.1) -> Any:
+    """The first truthy value of `check()` within `timeout` s (tried once more when the time
+    is up), else AssertionError naming `what`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = check()
         if result:
             return result
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    result = check()
+    if result:
+        return result
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+
+
+class Webhook:
+    """A webhook on 127.0.0.1 (stdlib http.server): each POST is answered with the next
+    scripted status, then 200; every one answered 200 is kept in `requests` (path, content
+    type and body: JSON, or a form as a dict)."""
+
+    def __init__(self) -> None:
+        self.script: list[int] = []
+        self.requests: list[dict[str, Any]] = []
+        self.hits = 0
+        self.arrived = threading.Condition()
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with hook.arrived:
+                    hook.hits += 1
+                    code = hook.script.pop(0) if hook.script else 200
+                    if code == 200:
+                        kind = self.headers.get("Content-Type", "")
+                        body = (
+                            json.loads(raw or b"{}")
+                            if "json" in kind
+                            else {k: v[0] for k, v in parse_qs(raw.decode()).items()}
+                        )
+                        hook.requests.append({"path": self.path, "type": kind, "body": body})
+                        hook.arrived.notify_all()
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((HOST, 0), Handler)
+        self.port = int(self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def url(self, scheme: str = "json", path: str = "hook") -> str:
+        return f"{scheme}://{HOST}:{self.port}/{path}"
+
+    @property
+    def bodies(self) -> list[dict[str, Any]]:
+        """The bodies received, in order."""
+        return [r["body"] for r in self.requests]
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The requests once `count` have arrived; AssertionError after `timeout` s."""
+        with self.arrived:
+            self.arrived.wait_for(lambda: len(self.requests) >= count, timeout)
+        assert len(self.requests) >= count, f"{len(self.requests)} of {count} arrived"
+        return self.requests
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)

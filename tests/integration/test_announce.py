@@ -3,13 +3,10 @@ history; and the rolling restart that aborts and alerts when a backend does not 
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,48 +22,6 @@ from conduitctl.settings import Settings, load_settings, settings_from_dict
 from conduitctl.store import Store
 from conduitctl.supervise.files import history_path
 from conftest import find_free_port
-
-
-@dataclass
-class Hook:
-    """A JSON webhook on 127.0.0.1 answering the scripted statuses, then 200."""
-
-    port: int = 0
-    script: list[int] = field(default_factory=list)
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    hits: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"json://127.0.0.1:{self.port}/hook"
-
-
-@pytest.fixture
-def hook() -> Iterator[Hook]:
-    state = Hook()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            state.hits += 1
-            code = state.script.pop(0) if state.script else 200
-            if code == 200:
-                state.requests.append(json.loads(raw))
-            self.send_response(code)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.port = int(server.server_address[1])
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
 
 
 @pytest.fixture
@@ -112,8 +67,8 @@ def history(state_dir: Path, kind: EventKind) -> list[Any]:
         return store.events(kinds={kind})
 
 
-def test_recorded_and_sent_once_and_a_dead_notifier_is_reported(tmp_path, hook):
-    settings = settings_for(tmp_path, hook.url, dead_url())
+def test_recorded_and_sent_once_and_a_dead_notifier_is_reported(tmp_path, webhook):
+    settings = settings_for(tmp_path, webhook.url(), dead_url())
     started = time.monotonic()
     outcome = announce(
         settings,
@@ -128,8 +83,8 @@ def test_recorded_and_sent_once_and_a_dead_notifier_is_reported(tmp_path, hook):
     assert took < 5.5  # the deadline, whatever the dead one does
 
     # the live webhook got it exactly once, with the detail
-    assert hook.hits == 1
-    [message] = hook.requests
+    assert webhook.hits == 1
+    [message] = webhook.bodies
     assert message["title"].startswith("an@") and message["title"].endswith(
         ": [CRITICAL] operation_failed an-2"
     )
@@ -154,18 +109,18 @@ def test_recorded_and_sent_once_and_a_dead_notifier_is_reported(tmp_path, hook):
     assert failed.data == {"target": "json://***", "attempts": 3, "about": "operation_failed"}
 
 
-def test_a_500_is_retried_and_the_message_arrives_once(tmp_path, hook):
-    hook.script = [500]
-    settings = settings_for(tmp_path, hook.url)
+def test_a_500_is_retried_and_the_message_arrives_once(tmp_path, webhook):
+    webhook.script = [500]
+    settings = settings_for(tmp_path, webhook.url())
     kind = EventKind.OPERATION_FAILED
     outcome = announce(
         settings, kind, None, "gate failed", level="warning", backoff_s=0.05, stage=2
     )
     [delivery] = outcome.deliveries
     assert delivery.ok and delivery.attempts == 2
-    assert hook.hits == 2 and len(hook.requests) == 1
-    assert hook.requests[0]["type"] == "warning"
-    assert hook.requests[0]["title"].endswith("[WARNING] operation_failed")  # no backend
+    assert webhook.hits == 2 and len(webhook.bodies) == 1
+    assert webhook.bodies[0]["type"] == "warning"
+    assert webhook.bodies[0]["title"].endswith("[WARNING] operation_failed")  # no backend
     assert history(tmp_path, EventKind.NOTIFY_FAILED) == []
 
 
@@ -180,14 +135,14 @@ def test_a_notifier_that_never_answers_does_not_hold_the_caller(tmp_path, silent
     assert outcome.recorded
 
 
-def test_no_history_still_sends_and_never_raises(tmp_path, hook):
+def test_no_history_still_sends_and_never_raises(tmp_path, webhook):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     outcome = announce(
-        settings_for(blocker / "state", hook.url), EventKind.OPERATION_FAILED, None, "x"
+        settings_for(blocker / "state", webhook.url()), EventKind.OPERATION_FAILED, None, "x"
     )
     assert not outcome.recorded and outcome.record_error
-    assert outcome.deliveries[0].ok and len(hook.requests) == 1
+    assert outcome.deliveries[0].ok and len(webhook.bodies) == 1
     assert outcome.summary().startswith("not recorded in the history (")
 
 
@@ -207,9 +162,11 @@ class NeverComesBack:
         return getattr(self.inner, name)
 
 
-def test_rolling_restart_aborts_and_alerts_when_one_does_not_come_back(tmp_path, free_block, hook):
+def test_rolling_restart_aborts_and_alerts_when_one_does_not_come_back(
+    tmp_path, free_block, webhook
+):
     base = free_block(140)
-    extra = f'\n[alerts]\nnotifiers = ["{hook.url}"]\n'
+    extra = f'\n[alerts]\nnotifiers = ["{webhook.url()}"]\n'
     config = write_config(tmp_path, base, name="ab", containers=3, front="none", extra=extra)
     try:
         cli("up", "--no-daemon", "--config", str(config))
@@ -235,7 +192,7 @@ def test_rolling_restart_aborts_and_alerts_when_one_does_not_come_back(tmp_path,
         assert after["ab-2"]["state"] != "running"  # the one that did not come back
         assert after["ab-3"]["pid"] == before["ab-3"]["pid"]  # not touched
 
-        [message] = hook.requests  # alerted once
+        [message] = webhook.bodies  # alerted once
         assert message["title"].endswith("[CRITICAL] operation_failed ab-2")
         assert "not touched: ab-3" in message["message"]
         events = cli_json("events", "--kind", "operation_failed", "--config", str(config))

@@ -16,7 +16,7 @@ from typing import Any
 
 import psutil
 import pytest
-from fleet_helpers import cli, cli_json, write_config
+from fleet_helpers import FAST_HEALTH, cli, cli_json, write_config
 
 from conduitctl.drills.chaos import ChaosReport, chaos_tables, run_chaos
 from conduitctl.errors import ConduitctlError
@@ -26,15 +26,6 @@ from conftest import find_free_block
 # Alone, after the parallel pass of `make test`: the drills burn a core, hold host memory,
 # drop loopback packets and time detection and recovery to the second under their own load.
 pytestmark = [pytest.mark.serial]
-
-# As test_supervisor.py: probes every 500 ms, restarts without waiting.
-FAST_HEALTH = """
-[health]
-interval = "500ms"
-timeout = "400ms"
-restart_backoff = "200ms"
-restart_after = "2s"
-"""
 
 
 def drill(

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fleet_helpers import wait_for
 
 from conduitctl.errors import MissingDependency, ValidationFailed
 from conduitctl.render import CheckResult, Rendered, checker, haproxy, nginx
@@ -429,15 +430,6 @@ def listen_port(settings: Settings) -> int:
     return settings.front.listeners[0].port
 
 
-def wait_for(predicate: Callable[[], bool], seconds: float = 10) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
-
-
 @needs_nginx
 def test_nginx_balances_reloads_and_retries(
     dirs: dict[str, Path],
@@ -476,12 +468,12 @@ def test_nginx_balances_reloads_and_retries(
     check_nginx(drained, env, dirs["work"])
     conf.write_text(drained.text)
     proc.send_signal(signal.SIGHUP)
-    assert wait_for(lambda: set(greetings_through(port, 6)) == {"conduit-1"}), "still balanced"
+    wait_for(lambda: set(greetings_through(port, 6)) == {"conduit-1"}, 10, "still balanced")
 
     # Back in service, then conduit-1 dies: every connection is retried on conduit-2.
     conf.write_text(rendered.text)
     proc.send_signal(signal.SIGHUP)
-    assert wait_for(lambda: set(greetings_through(port, 6)) == {"conduit-1", "conduit-2"})
+    wait_for(lambda: set(greetings_through(port, 6)) == {"conduit-1", "conduit-2"}, 10, "both")
     backends.stop("conduit-1")
     assert set(greetings_through(port, 20)) == {"conduit-2"}  # none failed
 
@@ -521,7 +513,7 @@ def test_haproxy_balances_drains_and_fails_over(
 
     # Balanced (servers may need their first check to pass).
     both = {"conduit-1", "conduit-2"}
-    assert wait_for(lambda: set(greetings_through(port, 10)) == both), "not balanced"
+    wait_for(lambda: set(greetings_through(port, 10)) == both, 10, "not balanced")
 
     # The exporter on loopback sees both servers UP (the greeting check passes).
     def metrics() -> bytes:
@@ -533,7 +525,7 @@ def test_haproxy_balances_drains_and_fails_over(
         return body
 
     up = 'haproxy_server_status{{proxy="conduit",server="{}",state="UP"}} 1'
-    assert wait_for(lambda: all(up.format(n).encode() in metrics() for n in both))
+    wait_for(lambda: all(up.format(n).encode() in metrics() for n in both), 10, "both UP")
     assert metrics().startswith(b"HTTP/1.1 200")
 
     # Drained through the admin socket: no new session reaches it.
@@ -551,7 +543,7 @@ def test_haproxy_balances_drains_and_fails_over(
         admin.recv(4096)
     backends.stop("conduit-1")
     assert set(greetings_through(port, 20)) == {"conduit-2"}  # none failed
-    assert wait_for(lambda: b'server="conduit-1",state="DOWN"} 1' in metrics())
+    wait_for(lambda: b'server="conduit-1",state="DOWN"} 1' in metrics(), 10, "conduit-1 DOWN")
 
     stop(proc, signal.SIGTERM)
     output = log.read_text()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fleet_helpers import wait_for
 
 from conduitctl.drills.loadtest import LoadReport, LoadSpec, Snapshot, run, run_load
 
@@ -32,15 +33,6 @@ class Sim:
     @property
     def stdout(self) -> str:
         return self.out_path.read_text()
-
-
-def _wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -76,7 +68,7 @@ def sims(tmp_path: Path, free_port: Callable[[], int]) -> Iterator[Callable[...,
             proc = subprocess.Popen(argv, stdout=fo, stderr=subprocess.STDOUT)
         sim = Sim(name, port, proc, out)
         started.append(sim)
-        _wait_for(lambda: READY_LINE in sim.stdout or proc.poll() is not None, 10, "sim ready")
+        wait_for(lambda: READY_LINE in sim.stdout or proc.poll() is not None, 10, "sim ready", 0.02)
         assert proc.poll() is None, sim.stdout
         return sim
 

@@ -1,21 +1,18 @@
-"""Real delivery through apprise to loopback receivers: a webhook (stdlib http.server) and an
+"""Real delivery through apprise to loopback receivers: a webhook (fleet_helpers.Webhook) and an
 SMTP server (aiosmtpd). Nothing but 127.0.0.1 is ever contacted; every wait is bounded."""
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs
 
 import pytest
+from fleet_helpers import Webhook
 
 from conduitctl.alerts import Notification, NotifyReason, RuleName, Severity
 from conduitctl.notify import Dispatcher, Notifier, SendResult, send_test
@@ -25,62 +22,6 @@ WAIT_S = 10.0  # upper bound for any delivery to show up
 
 
 # --- receivers --------------------------------------------------------------------------------
-
-
-@dataclass
-class Hook:
-    """A webhook on 127.0.0.1 that answers with the scripted statuses, then 200."""
-
-    port: int
-    script: list[int] = field(default_factory=list)
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    hits: int = 0
-    arrived: threading.Condition = field(default_factory=threading.Condition)
-
-    def url(self, scheme: str = "json", path: str = "hook") -> str:
-        return f"{scheme}://127.0.0.1:{self.port}/{path}"
-
-    def wait_for(self, count: int, timeout: float = WAIT_S) -> list[dict[str, Any]]:
-        with self.arrived:
-            self.arrived.wait_for(lambda: len(self.requests) >= count, timeout)
-        assert len(self.requests) >= count, f"{len(self.requests)} of {count} arrived"
-        return self.requests
-
-
-@pytest.fixture
-def hook() -> Iterator[Hook]:
-    state = Hook(port=0)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            with state.arrived:
-                state.hits += 1
-                code = state.script.pop(0) if state.script else 200
-                if code == 200:
-                    kind = self.headers.get("Content-Type", "")
-                    body = (
-                        json.loads(raw)
-                        if "json" in kind
-                        else {k: v[0] for k, v in parse_qs(raw.decode()).items()}
-                    )
-                    state.requests.append({"path": self.path, "type": kind, "body": body})
-                    state.arrived.notify_all()
-            self.send_response(code)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.port = int(server.server_address[1])
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
 
 
 @dataclass
@@ -157,11 +98,11 @@ class Results:
 
 
 @pytest.mark.parametrize("scheme", ["json", "form"])
-def test_webhook_receives_title_and_body(hook: Hook, scheme: str) -> None:
-    result = Notifier(hook.url(scheme)).send("disk on fire", "line one\nline two", "critical")
+def test_webhook_receives_title_and_body(webhook: Webhook, scheme: str) -> None:
+    result = Notifier(webhook.url(scheme)).send("disk on fire", "line one\nline two", "critical")
     assert result.ok, result.error
     assert result.target == f"{scheme}://***"
-    [req] = hook.wait_for(1)
+    [req] = webhook.wait_for(1)
     assert req["path"] == "/hook"
     assert req["body"]["title"] == "disk on fire"
     assert req["body"]["message"] == "line one\nline two"
@@ -199,11 +140,11 @@ def test_smtp_with_login_and_mode_insecure() -> None:
         controller.stop()
 
 
-def test_send_test_one_result_per_url(hook: Hook) -> None:
+def test_send_test_one_result_per_url(webhook: Webhook) -> None:
     dead = f"json://127.0.0.1:{find_free_port()}/hook"
-    ok, down = send_test([hook.url(), dead], hostname="vps1")
+    ok, down = send_test([webhook.url(), dead], hostname="vps1")
     assert ok.ok and not down.ok and down.error
-    [req] = hook.wait_for(1)
+    [req] = webhook.wait_for(1)
     assert req["body"]["title"] == "conduitctl test alert from vps1"
 
 
@@ -214,9 +155,9 @@ def test_an_unusable_url_is_reported_not_raised() -> None:
     assert result.target == "nosuchservice://***"
 
 
-def test_a_4xx_answer_is_not_retryable(hook: Hook) -> None:
-    hook.script = [404]
-    result = Notifier(hook.url()).send("t", "b")
+def test_a_4xx_answer_is_not_retryable(webhook: Webhook) -> None:
+    webhook.script = [404]
+    result = Notifier(webhook.url()).send("t", "b")
     assert not result.ok and not result.retryable
     assert result.error and "404" in result.error
 
@@ -225,19 +166,19 @@ def test_a_4xx_answer_is_not_retryable(hook: Hook) -> None:
 
 
 def test_dispatcher_retries_500s_then_delivers(
-    hook: Hook, caplog: pytest.LogCaptureFixture
+    webhook: Webhook, caplog: pytest.LogCaptureFixture
 ) -> None:
-    hook.script = [500, 500]
+    webhook.script = [500, 500]
     results = Results()
     dispatcher = Dispatcher(
-        [Notifier(hook.url())], results, max_attempts=5, backoff_s=0.05, backoff_max_s=0.2
+        [Notifier(webhook.url())], results, max_attempts=5, backoff_s=0.05, backoff_max_s=0.2
     )
     with caplog.at_level(logging.WARNING, logger="conduitctl.notify"):
         assert dispatcher.submit(notification())
         [(n, result, attempts)] = results.wait_for(1)
     assert dispatcher.close(timeout=5)
-    assert result.ok and attempts == 3 and hook.hits == 3
-    assert hook.requests[0]["body"]["title"] == n.title
+    assert result.ok and attempts == 3 and webhook.hits == 3
+    assert webhook.requests[0]["body"]["title"] == n.title
     stats = dispatcher.stats
     assert (stats.delivered, stats.retries, stats.failed, stats.dropped) == (1, 2, 0, 0)
     ours = [r for r in caplog.records if r.name == "conduitctl.notify"]
@@ -268,10 +209,10 @@ def test_dispatcher_with_a_dead_receiver_never_blocks_and_reports(
     assert "s3cretpw" not in everything and "t0ps3cret" not in everything
 
 
-def test_one_dead_notifier_does_not_delay_another(hook: Hook) -> None:
+def test_one_dead_notifier_does_not_delay_another(webhook: Webhook) -> None:
     dead = Notifier(f"json://127.0.0.1:{find_free_port()}/hook")
     results = Results()
-    dispatcher = Dispatcher([dead, Notifier(hook.url())], results, max_attempts=3, backoff_s=2)
+    dispatcher = Dispatcher([dead, Notifier(webhook.url())], results, max_attempts=3, backoff_s=2)
     try:
         dispatcher.submit(notification())
         [(_, result, attempts)] = results.wait_for(1, timeout=1.5)  # before the 2 s backoff
@@ -282,13 +223,13 @@ def test_one_dead_notifier_does_not_delay_another(hook: Hook) -> None:
     assert not failed.ok
 
 
-def test_close_drains_the_queue(hook: Hook) -> None:
+def test_close_drains_the_queue(webhook: Webhook) -> None:
     results = Results()
-    dispatcher = Dispatcher([Notifier(hook.url())], results)
+    dispatcher = Dispatcher([Notifier(webhook.url())], results)
     for i in range(5):
         assert dispatcher.submit(notification(title=f"message {i}"))
     assert dispatcher.close(timeout=WAIT_S)
-    assert [r["body"]["title"] for r in hook.requests] == [f"message {i}" for i in range(5)]
+    assert [r["body"]["title"] for r in webhook.requests] == [f"message {i}" for i in range(5)]
     assert len(results.items) == 5 and all(r.ok for _, r, _ in results.items)
     assert not dispatcher.submit(notification())  # closed: dropped, reported
     assert results.items[-1][1].error == "not sent: dispatcher closed"

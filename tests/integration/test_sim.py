@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from fleet_helpers import wait_for
 
 HOST = "127.0.0.1"
 READY_LINE = "[OK] Connected to Psiphon network"
@@ -94,15 +95,6 @@ def parse_exposition(text: str) -> dict[str, float]:
     return values
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 5.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what or predicate}")
-
-
 def recv_line(sock: socket.socket) -> bytes:
     data = b""
     while not data.endswith(b"\n"):
@@ -154,7 +146,9 @@ def sims(tmp_path: Path, free_port: Callable[[], int]) -> Iterator[Callable[...,
         sim = Sim(proc, port, metrics_port, data, out, err, list(extra))
         started.append(sim)
         if wait:
-            wait_for(lambda: READY_LINE in sim.stdout or proc.poll() is not None, 10, "ready line")
+            wait_for(
+                lambda: READY_LINE in sim.stdout or proc.poll() is not None, 10, "ready line", 0.02
+            )
             assert proc.poll() is None, f"sim exited {proc.returncode}: {sim.stderr}"
         return sim
 

@@ -9,24 +9,15 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
-from fleet_helpers import cli, cli_json, wait_for, write_config
+from fleet_helpers import FAST_HEALTH, cli, cli_json, wait_for, write_config
 
 from conduitctl.events import Event
 from conduitctl.store import Store
-
-FAST_HEALTH = """
-[health]
-interval = "500ms"
-timeout = "400ms"
-restart_backoff = "200ms"
-restart_after = "2s"
-"""
 
 
 def events_of(config: Path, backend: str | None = None) -> list[Event]:
@@ -134,39 +125,6 @@ def test_daemon_killed_with_sigkill_adopts_the_fleet_without_restarts(fleet):
     assert not [e for e in events if e.ts >= restarted_at and e.kind.value in ("restart", "death")]
 
 
-class Receiver:
-    """A local webhook: apprise's json:// posts land here."""
-
-    def __init__(self) -> None:
-        self.posts: list[dict[str, Any]] = []
-        received = self.posts
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                received.append(json.loads(body or b"{}"))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def webhook() -> Iterator[Receiver]:
-    receiver = Receiver()
-    yield receiver
-    receiver.close()
-
-
 @pytest.fixture
 def smtp(free_port) -> Iterator[Any]:
     from aiosmtpd.controller import Controller
@@ -210,7 +168,7 @@ def test_crash_loop_stops_restarts_and_alerts_by_webhook_and_email(fleet, webhoo
     restarts = [e for e in events_of(config, victim) if e.kind.value == "restart"]
     assert len(restarts) == 3
     post = wait_for(
-        lambda: next((p for p in webhook.posts if "crash" in json.dumps(p).lower()), None),
+        lambda: next((p for p in webhook.bodies if "crash" in json.dumps(p).lower()), None),
         20,
         "the webhook notification",
     )
@@ -324,7 +282,7 @@ def test_alerts_test_sends_to_every_notifier_and_fails_on_a_dead_one(tmp_path, w
     outcome = json.loads(result.stdout)
     assert [r["ok"] for r in outcome] == [True, False]
     assert all(r["target"] == "json://***" for r in outcome)  # secrets never printed
-    post = wait_for(lambda: webhook.posts, 10, "the test message")
+    post = wait_for(lambda: webhook.bodies, 10, "the test message")
     assert "test alert" in json.dumps(post[0]).lower()
 
 
