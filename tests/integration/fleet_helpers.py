@@ -1,5 +1,5 @@
 """Shared helpers of the integration tests: write a conduit.toml on free loopback ports, run
-the CLI, wait for a condition, receive webhooks."""
+the CLI, wait for a condition, watch a fleet's supervisor and backends, receive webhooks."""
 
 from __future__ import annotations
 
@@ -155,6 +155,49 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str = "", every: fl
     if result:
         return result
     raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+
+
+def metrics_of(port: int, host: str = HOST) -> dict[str, float]:
+    """A /metrics page on loopback, sample name -> value (summed over labels); {} when it
+    does not answer."""
+    from conduitctl.observe.scrape import scrape
+
+    found = scrape(host, port, timeout=2)
+    return found.values if found.ok else {}
+
+
+def daemon_metrics(config: Path) -> dict[str, float]:
+    """The fleet's supervisor's exporter (on daemon.metrics_port), summed over labels."""
+    from conduitctl.settings import load_settings
+
+    return metrics_of(load_settings(config).daemon.metrics_port)
+
+
+def daemon_ticks(config: Path) -> int:
+    """Ticks the fleet's supervisor has completed since it started; -1 while none answers."""
+    return int(daemon_metrics(config).get("conduitctl_ticks_total", -1))
+
+
+def wait_ticks(config: Path, count: int, timeout: float = 30) -> None:
+    """Wait until the supervisor has completed `count` more ticks than now: what a fixed
+    sleep meant by "a few ticks", whatever the load on the machine."""
+    first: list[int] = []
+
+    def done() -> bool:
+        ticks = daemon_ticks(config)
+        if ticks >= 0 and not first:
+            first.append(ticks)
+        return bool(first) and ticks >= first[0] + count
+
+    wait_for(done, timeout, f"{count} ticks of the supervisor")
+
+
+def connected_clients(base: int, *indexes: int) -> int:
+    """conduit_connected_clients summed over the write_config fleet's backends `indexes`
+    (1-based), read from their own metrics ports; one that does not answer counts 0."""
+    return sum(
+        int(metrics_of(base + 4 + 64 + i - 1).get("conduit_connected_clients", 0)) for i in indexes
+    )
 
 
 class Webhook:

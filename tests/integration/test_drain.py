@@ -12,7 +12,15 @@ import threading
 import time
 
 import pytest
-from fleet_helpers import CONDUITCTL, cli, cli_json, write_config
+from fleet_helpers import (
+    CONDUITCTL,
+    cli,
+    cli_json,
+    connected_clients,
+    wait_for,
+    wait_ticks,
+    write_config,
+)
 
 from conduitctl.drills.loadtest import LoadReport, LoadSpec, run_load
 
@@ -28,7 +36,8 @@ def test_drain_drops_no_live_session_then_undrain(kind, tmp_path, free_block):
         spec = LoadSpec("127.0.0.1", base, clients=400, duration_s=8, rate_kbps=8, ramp_s=1)
         load = threading.Thread(target=lambda: reports.append(asyncio.run(run_load(spec))))
         load.start()
-        time.sleep(2.5)  # every session established, about 200 on each backend
+        # every session established, about 200 on each backend
+        wait_for(lambda: connected_clients(base, 1, 2) >= 400, 15, "400 sessions established")
         victim = f"{name}-1"
         result = cli_json("drain", victim, "--timeout", "30", "--config", str(config))
         load.join(30)
@@ -41,7 +50,7 @@ def test_drain_drops_no_live_session_then_undrain(kind, tmp_path, free_block):
         status = cli_json("status", "--config", str(config))
         row = next(b for b in status["backends"] if b["name"] == victim)
         assert row["state"] == "stopped"
-        time.sleep(2)  # the supervisor leaves a drained backend alone
+        wait_ticks(config, 2)  # the supervisor leaves a drained backend alone
         row = next(
             b
             for b in cli_json("status", "--config", str(config))["backends"]

@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 
-from fleet_helpers import cli, cli_json, write_config
+from fleet_helpers import cli, cli_json, connected_clients, wait_for, write_config
 
 from conduitctl.drills.loadtest import LoadReport, LoadSpec, run_load
 from conduitctl.front.base import NoFront
@@ -84,7 +84,7 @@ def test_rolling_restart_waits_for_the_sessions_to_end(tmp_path, free_block):
         ports = {f"nf-{i}": listen_port(base, i) for i in (1, 2)}
         load_start = time.time()
         load, reports = start_load(ports["nf-1"], clients=100, duration_s=5)
-        time.sleep(1.5)  # every session established on nf-1
+        wait_for(lambda: connected_clients(base, 1) >= 100, 10, "every session on nf-1")
         with Watch(ports) as watch:
             started = time.monotonic()
             # Low-water 0: it waits for every session to end (at 20, the default here, a
@@ -128,7 +128,8 @@ def test_restart_anyway_when_the_bound_passes(tmp_path, free_block):
         settings = load_settings(config)
         before = pids(config)
         load, reports = start_load(listen_port(base, 2), clients=100, duration_s=5)
-        time.sleep(1.5)  # every session established on nt-2; they would last 3.5 s more
+        # every session established on nt-2 (they last until 5 s after the load started)
+        wait_for(lambda: connected_clients(base, 2) >= 100, 10, "every session on nt-2")
         said: list[str] = []
         result = graceful_restart(
             settings,

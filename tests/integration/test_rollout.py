@@ -17,6 +17,7 @@ from fleet_helpers import (
     CONDUITCTL,
     cli,
     cli_json,
+    connected_clients,
     key_hashes,
     running_hashes,
     wait_for,
@@ -104,7 +105,7 @@ def test_without_a_front_a_stage_waits_for_the_sessions_to_end(tmp_path, free_bl
         spec = LoadSpec("127.0.0.1", base + 4, clients=60, duration_s=4, rate_kbps=8, ramp_s=0.5)
         load = threading.Thread(target=lambda: reports.append(asyncio.run(run_load(spec))))
         load.start()
-        time.sleep(1.0)  # the sessions are up
+        wait_for(lambda: connected_clients(base, 1) >= 60, 10, "the sessions up")
         started = time.monotonic()
         result = cli("rollout", "--stages", "1,2", "--soak", "1s", "--drain-timeout", "30",
                      "--config", str(config))  # fmt: skip

@@ -14,7 +14,15 @@ from typing import Any
 
 import psutil
 import pytest
-from fleet_helpers import FAST_HEALTH, cli, cli_json, wait_for, write_config
+from fleet_helpers import (
+    FAST_HEALTH,
+    cli,
+    cli_json,
+    daemon_metrics,
+    wait_for,
+    wait_ticks,
+    write_config,
+)
 
 from conduitctl.events import Event
 from conduitctl.store import Store
@@ -76,7 +84,8 @@ def test_hung_backend_is_taken_out_and_restarted(fleet):
     config = fleet("svh")
     victim = "svh-1"
     pid = backend_pid(config, victim)
-    time.sleep(1)
+    # the supervisor has seen every backend healthy: the hang is a change of health
+    wait_for(lambda: daemon_metrics(config).get("conduitctl_backend_healthy") == 3, 10, "healthy")
     os.kill(pid, signal.SIGUSR1)  # the simulator stops answering but stays alive
     wait_for(lambda: first(events_of(config, victim), "front_in"), 20, "the backend back in")
     events = events_of(config, victim)
@@ -114,7 +123,7 @@ def test_daemon_killed_with_sigkill_adopts_the_fleet_without_restarts(fleet):
     restarted_at = time.time()
     result = cli_json("up", "--config", str(config))
     assert result["changed"] is False and result["daemon_pid"] != daemon
-    time.sleep(3)  # several ticks of the new daemon
+    wait_ticks(config, 6)  # several ticks of the new daemon (3 s of them)
     status = cli_json("status", "--config", str(config))
     after = {b["name"]: b["pid"] for b in status["backends"]}
     assert after == before  # nobody was restarted
@@ -164,7 +173,7 @@ def test_crash_loop_stops_restarts_and_alerts_by_webhook_and_email(fleet, webhoo
         time.sleep(0.3)
     loop = wait_for(lambda: first(events_of(config, victim), "crash_loop"), 15, "a crash loop")
     assert loop.data["restarts"] == 3
-    time.sleep(2)  # no more restarts once the loop is declared
+    wait_ticks(config, 4)  # no more restarts once the loop is declared (2 s of ticks)
     restarts = [e for e in events_of(config, victim) if e.kind.value == "restart"]
     assert len(restarts) == 3
     post = wait_for(
@@ -288,7 +297,7 @@ def test_alerts_test_sends_to_every_notifier_and_fails_on_a_dead_one(tmp_path, w
 
 def test_events_and_history_commands(fleet):
     config = fleet("seh", containers=2)
-    time.sleep(2)  # a few ticks
+    wait_ticks(config, 4)  # a few ticks
     events = cli_json("events", "--config", str(config), "--since", "10m")
     assert events[0]["kind"] == "daemon_start"
     deaths = cli_json("events", "--config", str(config), "--kind", "death")
