@@ -111,7 +111,7 @@ def test_a_foreign_container_refuses_the_whole_up_before_any_step(tmp_path, free
         assert result.returncode == 2
         assert "nothing changed: dkf-2: a container conduitctl does not own" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1  # one line, no traceback
-        names = {c.name for c in client.containers.list(all=True)}
+        names = {c.name for c in client.containers.list(all=True, ignore_removed=True)}
         assert "dkf-1" not in names and "dkf-3" not in names
         assert not any(v.name.startswith("dkf-data") for v in client.volumes.list())
     finally:

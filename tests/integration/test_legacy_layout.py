@@ -49,7 +49,11 @@ VOLUME_NAMES = re.compile(rf"^{CLUSTER}-data(-\d+)?$")
 
 
 def taken_names(client: Any) -> list[str]:
-    return [c.name for c in client.containers.list(all=True) if CONTAINER_NAMES.match(c.name)]
+    return [
+        c.name
+        for c in client.containers.list(all=True, ignore_removed=True)
+        if CONTAINER_NAMES.match(c.name)
+    ]
 
 
 def taken_volumes(client: Any) -> list[str]:
@@ -71,7 +75,7 @@ def client(sim_image: str) -> docker.DockerClient:
 def cleanup(client: Any, config: Path) -> None:
     """Remove only what this test made: containers we labelled (legacy, ours, the foreign
     one), then our fleet and volumes, then the legacy volumes the switch created."""
-    for container in client.containers.list(all=True):
+    for container in client.containers.list(all=True, ignore_removed=True):
         found = container.labels or {}
         made_here = (
             found.get(labels.LABEL_LEGACY) == CLUSTER
@@ -260,7 +264,7 @@ def test_a_backend_that_fails_to_switch_is_put_back_and_the_way_back_works(
     converge.up(settings, runtime, front)
     assert [s.name for s in runtime.backends()] == settings.backend_names()
     assert wait_keys(keys, settings.backend_names()) == originals
-    assert "conduit" not in [c.name for c in client.containers.list(all=True)]
+    assert "conduit" not in [c.name for c in client.containers.list(all=True, ignore_removed=True)]
 
 
 def test_cli_rollback_legacy_then_up_comes_back(fleet: Path, client: Any) -> None:

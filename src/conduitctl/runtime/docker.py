@@ -175,7 +175,8 @@ class DockerRuntime:
     def foreign(self, names: Iterable[str]) -> dict[str, str]:
         wanted = set(names)
         found: dict[str, str] = {}
-        for container in self.client.containers.list(all=True):
+        # ignore_removed: a container another actor removes meanwhile is in nobody's way
+        for container in self.client.containers.list(all=True, ignore_removed=True):
             marks = container.labels or {}
             if marks.get(labels.LABEL_LEGACY) == self.cluster:
                 continue  # ours, in conduit-manager's layout (`rollback --legacy`)
