@@ -51,16 +51,22 @@ class Watch:
     def __exit__(self, *_: object) -> None:
         self._done.set()
         self._thread.join(10)
+        # The last sample is taken now, after the watched command returned: one still in
+        # flight when it returned may have probed a backend that was not back yet.
+        self._sample()
 
     def _run(self) -> None:
         while not self._done.is_set():
-            now = time.time()
-            up = {name: greets(port) for name, port in self.ports.items()}
-            for name, ok in up.items():
-                if not ok:
-                    self.first_down.setdefault(name, now)
-            self.serving.append(sum(up.values()))
+            self._sample()
             time.sleep(0.1)
+
+    def _sample(self) -> None:
+        now = time.time()
+        up = {name: greets(port) for name, port in self.ports.items()}
+        for name, ok in up.items():
+            if not ok:
+                self.first_down.setdefault(name, now)
+        self.serving.append(sum(up.values()))
 
 
 def start_load(port: int, clients: int, duration_s: float) -> tuple[threading.Thread, list]:
