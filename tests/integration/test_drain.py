@@ -99,6 +99,9 @@ def greets(port: int) -> bool:
         return False
 
 
+# Serial: "never more than one out" is sampled by `status --watch`, whose health probes time
+# out on a host saturated by the other tests (a sample of 6 of 8 healthy was seen so).
+@pytest.mark.serial
 def test_rolling_restart_keeps_all_but_one_serving(tmp_path, free_block):
     """A rolling restart of 8 backends keeps >= 7 serving at every moment, sampled three
     ways while it runs: a `status --watch` stream, a probe of every backend's own port about
