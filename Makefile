@@ -6,10 +6,10 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 DEMO_CONFIG ?= examples/demo.toml
 # `make test` runs the tests in two passes: all but the `serial` ones on TEST_WORKERS
-# pytest-xdist workers at once (they mostly wait on real services and sleeps; a file's tests
-# share a worker unless tests/conftest.py lists it in SPREAD_FILES), then the
-# `serial` ones alone (they load the whole host or time it). Both always run; either
-# failing fails `make test`.
+# pytest-xdist workers at once (a file's tests share a worker unless tests/conftest.py
+# lists it in SPREAD_FILES), then the `serial` ones alone (they load the whole host or
+# time it). Both always run; either failing fails `make test`. 6 workers keep 2 cores
+# busy; 8 were no faster and timing-bound tests failed more.
 TEST_WORKERS ?= 6
 PYTEST_OPTS ?= -q --durations=15
 

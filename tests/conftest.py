@@ -56,6 +56,7 @@ SPREAD_FILES = frozenset(
 )
 
 
+@pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """`--dist loadfile`, except that the tests of SPREAD_FILES are scheduled one by one.
 
