@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from conduitctl.errors import BadInput
 from conduitctl.settings import Settings
 from conduitctl.workloads import PROFILES
 
@@ -53,3 +55,16 @@ def desired_backends(settings: Settings) -> tuple[BackendSpec, ...]:
             )
         )
     return tuple(specs)
+
+
+def backend_order(name: str) -> tuple[int, str]:
+    """cluster-2 before cluster-10."""
+    return len(name), name
+
+
+def require_backend(name: str, known: Iterable[str]) -> str:
+    """`name` when it is one of `known`; else BadInput naming the choices (the one check)."""
+    choices = sorted(set(known), key=backend_order)
+    if name not in choices:
+        raise BadInput(f"no backend named {name}; choose one of: {', '.join(choices)}")
+    return name

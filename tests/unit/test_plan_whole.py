@@ -82,3 +82,14 @@ def test_ports_in_use_names_the_port_another_process_holds():
         backend = replace(spec.backend, host="127.0.0.1", metrics_port=port, listen_port=None)
         assert ports_in_use([backend]) == {"c-1": f"tcp 127.0.0.1:{port}"}
     assert ports_in_use([backend]) == {}
+
+
+def test_one_unknown_backend_check_names_the_choices_in_index_order():
+    import pytest
+
+    from conduitctl.errors import BadInput
+    from conduitctl.fleet import require_backend
+
+    assert require_backend("c-2", ["c-10", "c-2"]) == "c-2"
+    with pytest.raises(BadInput, match=r"no backend named c-9; choose one of: c-1, c-2, c-10$"):
+        require_backend("c-9", ["c-10", "c-2", "c-1"])

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conduitctl.errors import BadInput
+from conduitctl.fleet import backend_order, require_backend
 from conduitctl.front import Front, front_for
 from conduitctl.hostinfo import render_env
 from conduitctl.render.base import RenderEnv
@@ -56,13 +56,10 @@ class Fleet:
     def known_backends(self) -> list[str]:
         """The configured backends and any other this runtime still holds, in index order."""
         names = set(self.settings.backend_names()) | {s.name for s in self.runtime.backends()}
-        return sorted(names, key=lambda n: (len(n), n))
+        return sorted(names, key=backend_order)
 
     def backend(self, name: str) -> str:
         """`name`, checked: one of the configured backends or one the runtime holds.
 
         Raises BadInput naming the choices."""
-        known = self.known_backends()
-        if name not in known:
-            raise BadInput(f"no backend named {name}; choose one of: {', '.join(known)}")
-        return name
+        return require_backend(name, self.known_backends())

@@ -19,7 +19,6 @@ from conduitctl.cli.common import (
     out,
     progress_printer,
 )
-from conduitctl.errors import BadInput
 from conduitctl.settings import (
     find_config,
     load_settings,
@@ -252,11 +251,10 @@ def logs(
     tail: Annotated[int | None, typer.Option(help="only the last N lines", min=0)] = None,
 ) -> None:
     """A backend's log."""
-    settings, _, runtime, _ = fleet_parts(config)
-    names = {s.name for s in runtime.backends()} | set(settings.backend_names())
-    if name not in names:
-        raise BadInput(f"no backend named {name}; choose one of: {', '.join(sorted(names))}")
-    for line in runtime.logs(name, tail=tail, follow=follow):
+    from conduitctl.app.context import Fleet
+
+    fleet = Fleet.load(config)
+    for line in fleet.runtime.logs(fleet.backend(name), tail=tail, follow=follow):
         sys.stdout.write(line)
         sys.stdout.flush()
 

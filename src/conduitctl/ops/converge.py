@@ -13,8 +13,8 @@ from pathlib import Path
 
 import tomlkit
 
-from conduitctl.errors import BadInput, ConduitctlError, Refused, ValidationFailed
-from conduitctl.fleet import desired_backends
+from conduitctl.errors import ConduitctlError, Refused, ValidationFailed
+from conduitctl.fleet import desired_backends, require_backend
 from conduitctl.front.base import Front
 from conduitctl.intent import drained
 from conduitctl.observe.ports import ports_in_use
@@ -207,8 +207,7 @@ def down(
 
 def restart(settings: Settings, runtime: Runtime, name: str, progress: Progress = _quiet) -> None:
     specs = {spec.name: spec for spec in launch_specs(settings)}
-    if name not in specs:
-        raise BadInput(f"no backend named {name}; choose one of: {', '.join(specs)}")
+    require_backend(name, specs)
     progress(f"stop {name}")
     runtime.stop(name)
     progress(f"start {name}")

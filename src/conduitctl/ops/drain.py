@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from conduitctl.errors import BadInput, ConduitctlError
 from conduitctl.events import EventKind
-from conduitctl.fleet import desired_backends
+from conduitctl.fleet import desired_backends, require_backend
 from conduitctl.front.base import Front
 from conduitctl.intent import drained, holding, set_drained
 from conduitctl.observe.scrape import scrape
@@ -113,9 +113,7 @@ def sessions(settings: Settings, name: str) -> int | None:
 
 
 def _check(settings: Settings, name: str) -> None:
-    names = settings.backend_names()
-    if name not in names:
-        raise BadInput(f"no backend named {name}; choose one of: {', '.join(names)}")
+    require_backend(name, settings.backend_names())
 
 
 def drain(
