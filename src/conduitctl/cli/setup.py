@@ -12,7 +12,8 @@ import typer
 from rich.table import Table
 
 from conduitctl import __version__
-from conduitctl.capacity import Plan, PlanInput, make_plan
+from conduitctl.app.planning import plan_input
+from conduitctl.capacity import Plan, make_plan
 from conduitctl.cli.common import (
     ConfigOpt,
     JsonOpt,
@@ -25,7 +26,7 @@ from conduitctl.cli.common import (
     sim_app,
 )
 from conduitctl.errors import BadInput, CheckFailed
-from conduitctl.hostinfo import DEFAULT_NIC_MBPS, host_facts, render_env
+from conduitctl.hostinfo import render_env
 from conduitctl.legacy import convert, parse_settings_conf
 from conduitctl.settings import (
     Settings,
@@ -35,45 +36,6 @@ from conduitctl.settings import (
     settings_from_dict,
 )
 from conduitctl.settings_file import holds_secrets, settings_to_toml, write_config
-
-
-def _plan_input(
-    cpus: float | None,
-    memory_gb: float | None,
-    nic_mbps: float | None,
-    bandwidth_mbps: float,
-    active_ratio: float,
-    containers: int | None,
-    max_clients: int | None,
-    settings: Settings | None,
-) -> tuple[PlanInput, list[str]]:
-    facts = host_facts(settings.host.nic if settings else None)
-    notes = []
-    nic = nic_mbps or (settings.host.nic_mbps if settings else None) or facts.nic_mbps
-    if nic is None:
-        nic = DEFAULT_NIC_MBPS
-        notes.append(
-            f"the kernel does not report the speed of {facts.nic or 'the NIC'}; "
-            f"assumed {nic:g} Mbps (pass --nic-mbps)"
-        )
-    try:
-        plan_input = PlanInput(
-            cpus=cpus or facts.cpus,
-            memory_gb=memory_gb or facts.memory_gb,
-            nic_mbps=nic,
-            mbps_per_client=bandwidth_mbps,
-            active_ratio=active_ratio,
-            sustained_fraction=settings.host.sustained_fraction if settings else 0.8,
-            duplex=settings.host.duplex if settings else True,
-            front=bool(settings and settings.front.kind != "none"),
-            nofile=settings.container.nofile if settings else 65536,
-            file_max=facts.file_max,
-            containers=containers,
-            max_clients=max_clients,
-        )
-    except ValueError as exc:
-        raise BadInput(f"plan: {exc}; see conduitctl plan --help") from None
-    return plan_input, notes
 
 
 def _print_plan(plan: Plan, notes: list[str]) -> None:
@@ -134,10 +96,17 @@ def plan(
     """Capacity plan: CPU, memory, network and fd limits side by side, the bottleneck named."""
     path = find_config(config)
     settings = load_settings(path) if (config or path.exists()) else None
-    plan_input, notes = _plan_input(
-        cpus, memory_gb, nic_mbps, bandwidth_mbps, active_ratio, containers, max_clients, settings
+    planned, notes = plan_input(
+        settings,
+        cpus=cpus,
+        memory_gb=memory_gb,
+        nic_mbps=nic_mbps,
+        bandwidth_mbps=bandwidth_mbps,
+        active_ratio=active_ratio,
+        containers=containers,
+        max_clients=max_clients,
     )
-    result = make_plan(plan_input)
+    result = make_plan(planned)
     if as_json:
         emit_json({**result.to_dict(), "notes": notes})
     else:
@@ -159,10 +128,10 @@ def init(
 ) -> None:
     """Write a commented conduit.toml sized by the planner for this host."""
     path = output or find_config(config)
-    plan_input, notes = _plan_input(None, None, None, 3.0, 0.5, None, None, None)
-    result = make_plan(plan_input)
+    planned, notes = plan_input(None)
+    result = make_plan(planned)
     n = result.containers
-    usable_mb = max(int((plan_input.memory_gb - 0.5) * 1024), 64 * n)
+    usable_mb = max(int((planned.memory_gb - 0.5) * 1024), 64 * n)
     data: dict[str, Any] = {
         "cluster": {
             "containers": n,
@@ -170,18 +139,18 @@ def init(
         },
         "workload": {"profile": profile, "max_clients": result.max_clients_per_container},
         "container": {
-            "cpus": max(round(plan_input.cpus / n, 2), 0.1),
+            "cpus": max(round(planned.cpus / n, 2), 0.1),
             "memory": f"{max(usable_mb // n, 64)}m",
         },
-        "host": {"nic_mbps": plan_input.nic_mbps},
+        "host": {"nic_mbps": planned.nic_mbps},
     }
     if profile != "psiphon-conduit":
         data["front"] = {"kind": "nginx", "listeners": ["tcp:443", "udp:443"]}
     settings = settings_from_dict(data, source="init")
     header = [
         f"Written by conduitctl init {__version__} for this host: "
-        f"{plan_input.cpus:g} CPU, {plan_input.memory_gb:g} GB RAM, "
-        f"{plan_input.nic_mbps:g} Mbps NIC; bottleneck {result.bottleneck}.",
+        f"{planned.cpus:g} CPU, {planned.memory_gb:g} GB RAM, "
+        f"{planned.nic_mbps:g} Mbps NIC; bottleneck {result.bottleneck}.",
         *notes,
     ]
     write_config(settings_to_toml(settings, header), path, secret=False, force=force)

@@ -12,11 +12,12 @@ from pathlib import Path
 
 from conduitctl import alerts
 from conduitctl import daemon_link as control
-from conduitctl.capacity import PlanInput, make_plan
+from conduitctl.app.planning import plan_input
+from conduitctl.capacity import make_plan
 from conduitctl.errors import BadInput
 from conduitctl.events import Event, EventKind
 from conduitctl.front import front_for
-from conduitctl.hostinfo import DEFAULT_NIC_MBPS, host_facts, render_env
+from conduitctl.hostinfo import render_env
 from conduitctl.metrics import Exporter, MetricsServer
 from conduitctl.notify import Dispatcher, notifiers_from_urls
 from conduitctl.observe.host import HostObserver
@@ -141,19 +142,7 @@ class Outputs:
 
 def fleet_capacity(settings: Settings) -> int:
     """The planner's bottleneck for this host: degraded survivors share at most this."""
-    facts = host_facts(settings.host.nic)
-    plan = make_plan(
-        PlanInput(
-            cpus=facts.cpus,
-            memory_gb=facts.memory_gb,
-            nic_mbps=settings.host.nic_mbps or facts.nic_mbps or DEFAULT_NIC_MBPS,
-            sustained_fraction=settings.host.sustained_fraction,
-            duplex=settings.host.duplex,
-            front=settings.front.kind != "none",
-            nofile=settings.container.nofile,
-            file_max=facts.file_max,
-        )
-    )
+    plan = make_plan(plan_input(settings)[0])
     return plan.limits[plan.bottleneck].clients
 
 
