@@ -21,7 +21,7 @@ from conduitctl.cli.common import (
     progress_printer,
 )
 from conduitctl.cli.fleet import front_line, status_table
-from conduitctl.errors import BadInput, CheckFailed
+from conduitctl.errors import CheckFailed
 from conduitctl.hostinfo import render_env
 from conduitctl.settings import (
     Settings,
@@ -30,18 +30,12 @@ from conduitctl.statedir import StateDir
 
 
 def default_target(settings: Settings, udp: bool) -> str:
-    """The first front listener of the wanted protocol, probed on loopback when it binds all."""
-    from conduitctl.front.base import first_listener
+    """The first front listener of the wanted protocol, as HOST:PORT."""
+    from conduitctl.drills.loadtest import front_target
     from conduitctl.settings import Proto
 
     proto = Proto.UDP if udp else Proto.TCP
-    target = first_listener(settings, proto) if settings.front.kind != "none" else None
-    if target is None:
-        raise BadInput(
-            f"no {proto.value} front listener to load (front.kind = {settings.front.kind!r}); "
-            "pass --target HOST:PORT"
-        )
-    host, port = target
+    host, port = front_target(settings, proto, fix="pass --target HOST:PORT")
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 

@@ -53,13 +53,21 @@ from typing import Any
 
 import psutil
 
-from conduitctl.drills.loadtest import LoadReport, LoadSpec, Snapshot, ensure_fd_limit, run_load
+from conduitctl.drills.loadtest import (
+    LoadReport,
+    LoadSpec,
+    Snapshot,
+    ensure_fd_limit,
+    front_target,
+    run_load,
+)
 from conduitctl.errors import BadInput, ConduitctlError, MissingDependency
 from conduitctl.events import Event, EventKind
 from conduitctl.settings import Proto, Settings
 from conduitctl.store import HistoryPoint, Store
 
 log = logging.getLogger(__name__)
+LOAD_FIX = "add one to front.listeners or pass --load 0"
 
 SCENARIOS: Mapping[str, str] = {
     "kill": "SIGKILL one random backend",
@@ -1018,16 +1026,6 @@ class AwaitOom(Fault):
 # --------------------------------------------------------------------------- the drill
 
 
-def front_target(settings: Settings) -> tuple[str, int]:
-    """The first TCP front listener, as the loadtest command's default."""
-    from conduitctl.front.base import first_listener
-
-    target = first_listener(settings, Proto.TCP)
-    if target is None:
-        raise BadInput("no TCP front listener to load; add one to front.listeners or pass --load 0")
-    return target
-
-
 @dataclass(frozen=True)
 class Timeline:
     """When things happened in one drill (unix seconds)."""
@@ -1249,7 +1247,7 @@ class Drill:
         wait for recovery."""
         load_end = time.monotonic() + self.duration
         if self.load:
-            host, port = front_target(self.settings)
+            host, port = front_target(self.settings, fix=LOAD_FIX)
             spec = LoadSpec(
                 host=host,
                 port=port,
@@ -1290,7 +1288,7 @@ class Drill:
 
     def stream_spec(self, remaining: float) -> LoadSpec:
         """New connections through the fault window: started evenly, each held to the end."""
-        host, port = front_target(self.settings)
+        host, port = front_target(self.settings, fix=LOAD_FIX)
         ramp = remaining * 0.9
         clients = max(1, int(NEW_CONNECTIONS_PER_S * ramp))
         return LoadSpec(

@@ -41,6 +41,8 @@ from fractions import Fraction
 from typing import Any, cast
 
 from conduitctl.errors import BadInput
+from conduitctl.front.base import first_listener
+from conduitctl.settings import Proto, Settings
 
 log = logging.getLogger(__name__)
 
@@ -1251,3 +1253,15 @@ def run(spec: LoadSpec, progress: Callable[[Snapshot], None] | None = None) -> L
                 loop.remove_signal_handler(signal.SIGINT)
 
     return asyncio.run(main())
+
+
+def front_target(settings: Settings, proto: Proto = Proto.TCP, *, fix: str) -> tuple[str, int]:
+    """Where a load test or a drill connects by default: the first front listener of `proto`,
+    on loopback when it binds all. Raises BadInput, ending in `fix`, when there is none."""
+    target = first_listener(settings, proto) if settings.front.kind != "none" else None
+    if target is None:
+        raise BadInput(
+            f"no {proto.value} front listener to load (front.kind = {settings.front.kind!r}); "
+            + fix
+        )
+    return target
