@@ -12,7 +12,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from conduitctl.hostinfo import render_env
 from conduitctl.settings import (
     Settings,
     find_config,
@@ -56,12 +55,11 @@ def load_config(config: Path | None) -> tuple[Settings, Path]:
 
 
 def fleet_parts(config: Path | None) -> tuple[Settings, Path, Any, Any]:
-    from conduitctl.front import front_for
-    from conduitctl.runtime import runtime_for
+    """The Fleet context, unpacked for the commands not yet moved onto it."""
+    from conduitctl.app.context import Fleet
 
-    settings, path = load_config(config)
-    env = render_env(settings, path)
-    return settings, path, runtime_for(settings), front_for(settings, env)
+    fleet = Fleet.load(config)
+    return fleet.settings, fleet.config_path, fleet.runtime, fleet.front
 
 
 def progress_printer(as_json: bool) -> Any:

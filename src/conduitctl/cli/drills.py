@@ -15,18 +15,15 @@ from conduitctl.cli.common import (
     app,
     emit_json,
     err,
-    fleet_parts,
     load_config,
     out,
     progress_printer,
 )
 from conduitctl.cli.fleet import front_line, status_table
 from conduitctl.errors import CheckFailed
-from conduitctl.hostinfo import render_env
 from conduitctl.settings import (
     Settings,
 )
-from conduitctl.statedir import StateDir
 
 
 def default_target(settings: Settings, udp: bool) -> str:
@@ -225,18 +222,17 @@ def demo(
     from rich.live import Live
 
     from conduitctl import daemon_link as control
+    from conduitctl.app import change
+    from conduitctl.app.context import Fleet
     from conduitctl.drills.loadtest import LoadSpec, Snapshot, run_load
     from conduitctl.observe.fleet import collect
     from conduitctl.ops.converge import down as converge_down
 
-    settings, path, runtime, front = fleet_parts(config)
+    fleet = Fleet.load(config)
+    settings, runtime, front = fleet.settings, fleet.runtime, fleet.front
     watch = sys.stdout.isatty() if keep_watching is None else keep_watching
     try:
-        from conduitctl.app import change
-        from conduitctl.app.context import Fleet
-
-        done = change.converge(Fleet(settings, path, StateDir(settings.state_dir),
-                                     render_env(settings, path), runtime, front))  # fmt: skip
+        done = change.converge(fleet)
         result, pid = done.result, done.daemon_pid
         assert result is not None
         out.print(f"up: {len(result.actions)} backends, front {result.front}, supervisor pid {pid}")

@@ -188,15 +188,19 @@ def tree_pids(pid: int) -> set[int]:
         return {pid}
 
 
-def install(candidate: Rendered, path: Path, check: CheckFn, env: RenderEnv) -> bool:
-    """Validate `candidate` and atomically put it at `path`. False when unchanged.
+def install(
+    candidate: Rendered, path: Path, check: CheckFn, env: RenderEnv, *, checked: bool = False
+) -> bool:
+    """Validate `candidate` (unless `checked` already) and atomically put it at `path`. False
+    when unchanged.
 
     Raises ValidationFailed (the live config stays) when the front's tool rejects it.
     """
     if path.exists() and path.read_text() == candidate.text:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    check(candidate, env, path.parent)
+    if not checked:
+        check(candidate, env, path.parent)
     write_atomic(path, candidate.text, secret=False)
     return True
 
@@ -258,6 +262,7 @@ class ProcessFront:
         self.dir = StateDir(env.state_dir).front
         self.conf = self.dir / self.config_name
         self.pid_file = self.pid_path()
+        self._planned: str | None = None  # the config text `plan` already had checked
 
     # --- what a front says about itself --------------------------------------------------
 
@@ -301,6 +306,7 @@ class ProcessFront:
         if changed:
             self._make_dirs()  # the tool's check opens the pid and log paths
             self.check(rendered, self.env, self.dir)  # refused now, not half-way through
+            self._planned = rendered.text
         if self._pid() is None:
             return "start"
         return "reload" if changed else "unchanged"
@@ -339,7 +345,8 @@ class ProcessFront:
         """Render, validate with the front's own tool, install, then start or reload."""
         rendered = self.render(down)
         self._make_dirs()
-        changed = install(rendered, self.conf, self.check, self.env)
+        checked = rendered.text == self._planned  # the plan's check: not run twice
+        changed = install(rendered, self.conf, self.check, self.env, checked=checked)
         pid = self._pid()
         if pid is None:
             dead_master = recorded_pid(self.pid_file)
