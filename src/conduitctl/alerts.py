@@ -352,7 +352,7 @@ def conditions(tick: Tick, settings: Settings, history: History | None = None) -
     out.extend(_host_conditions(tick, settings))
 
     front = tick.front
-    front_served = settings.front.kind != "none" and front.kind != "none"
+    front_served = settings.front.enabled and front.kind != "none"
     if front_served and not (front.running and front.listening):
         why = "not running" if not front.running else "running but not listening"
         out.append(Condition(RuleName.FRONT_DOWN, (), None, f"{front.kind} {why}"))

@@ -171,6 +171,11 @@ class Front(_Model):
     # A front on a profile that listens on nothing is a mistake unless the operator insists.
     allow_without_listeners: bool = False
 
+    @property
+    def enabled(self) -> bool:
+        """Whether a front balances clients across the backends (kind "none": there is none)."""
+        return self.kind != "none"
+
 
 class Health(_Model):
     interval: Duration = Field(default=1.0, ge=0.1, le=300)
@@ -325,7 +330,7 @@ def check_coherence(s: Settings) -> None:
                 f"no such backend (cluster.containers = {n}); remove it or raise the count",
             )
 
-    if s.front.kind != "none":
+    if s.front.enabled:
         if not s.workload.listens and not s.front.allow_without_listeners:
             raise CoherenceError(
                 "front.kind",

@@ -40,7 +40,7 @@ def plan_input(
             active_ratio=active_ratio,
             sustained_fraction=settings.host.sustained_fraction if settings else 0.8,
             duplex=settings.host.duplex if settings else True,
-            front=bool(settings and settings.front.kind != "none"),
+            front=bool(settings and settings.front.enabled),
             nofile=settings.container.nofile if settings else 65536,
             file_max=facts.file_max,
             containers=containers,

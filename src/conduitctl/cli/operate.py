@@ -55,7 +55,7 @@ def restart(
     if (name is None) == (not all_backends):
         raise BadInput("restart takes a backend name or --all (not both, not neither)")
     settings, _, runtime, front = fleet_parts(config)
-    if low_clients is not None and settings.front.kind != "none":
+    if low_clients is not None and settings.front.enabled:
         raise BadInput(
             f'--low-clients is for a fleet without a front; this one has front.kind = "'
             f'{settings.front.kind}" (its backends are drained: drop --low-clients)'

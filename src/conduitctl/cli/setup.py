@@ -184,7 +184,7 @@ def config_check(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         emit_json({"path": str(path), "valid": True, "settings": _settings_summary(settings)})
         return
     f = settings.front
-    front = "no front" if f.kind == "none" else f"{f.kind} on {', '.join(map(str, f.listeners))}"
+    front = "no front" if not f.enabled else f"{f.kind} on {', '.join(map(str, f.listeners))}"
     out.print(
         f"{path}: valid — {settings.cluster.containers} x {settings.workload.profile} on "
         f"{settings.cluster.runtime}, {front}"

@@ -1082,7 +1082,7 @@ class Drill:
         self.loss_percent = loss_percent
         self.runtime = runtime_for(settings)
         self.front = front_for(settings, render_env(settings, config_path))
-        self.has_front = settings.front.kind != "none"
+        self.has_front = settings.front.enabled
         self.names = settings.backend_names()
         self.cleanups = Cleanups()
         self.abort = asyncio.Event()

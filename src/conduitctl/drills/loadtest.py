@@ -1258,7 +1258,7 @@ def run(spec: LoadSpec, progress: Callable[[Snapshot], None] | None = None) -> L
 def front_target(settings: Settings, proto: Proto = Proto.TCP, *, fix: str) -> tuple[str, int]:
     """Where a load test or a drill connects by default: the first front listener of `proto`,
     on loopback when it binds all. Raises BadInput, ending in `fix`, when there is none."""
-    target = first_listener(settings, proto) if settings.front.kind != "none" else None
+    target = first_listener(settings, proto) if settings.front.enabled else None
     if target is None:
         raise BadInput(
             f"no {proto.value} front listener to load (front.kind = {settings.front.kind!r}); "

@@ -250,7 +250,7 @@ def graceful_restart(
     With a front: drain (no session cut within `timeout`), then start and put back.
     Without one (front.kind = "none"): `restart_when_quiet` with `low_clients`.
     Raises ConduitctlError when it is not ready within `ready_timeout` s."""
-    if settings.front.kind == "none":
+    if not settings.front.enabled:
         return restart_when_quiet(
             settings,
             runtime,

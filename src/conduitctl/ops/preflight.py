@@ -481,7 +481,7 @@ def expected_ram(settings: Settings, facts: PreflightFacts) -> tuple[float, str]
             nic_mbps=facts.nic_mbps,
             sustained_fraction=settings.host.sustained_fraction,
             duplex=settings.host.duplex,
-            front=settings.front.kind != "none",
+            front=settings.front.enabled,
             nofile=settings.container.nofile,
             file_max=facts.file_max,
             containers=n,
@@ -507,7 +507,7 @@ def evaluate(settings: Settings, facts: PreflightFacts) -> list[Check]:
     checks.append(check_ephemeral(backend_ports(settings), facts.ephemeral, facts.reserved_ports))
     checks.append(check_somaxconn(facts.somaxconn))
     checks.append(check_file_max(facts.file_max, sysctl_plan(settings).files))
-    front_nofile = settings.front.nofile if settings.front.kind != "none" else None
+    front_nofile = settings.front.nofile if settings.front.enabled else None
     checks.append(check_nr_open(facts.nr_open, settings.container.nofile, front_nofile))
     checks.append(_container_nofile(settings, facts))
     if front_nofile is not None:
@@ -773,7 +773,7 @@ def own_processes(settings: Settings, config_path: Path) -> dict[int, str]:
     from conduitctl.render import nginx as nginx_render
 
     own: dict[int, str] = {}
-    if settings.front.kind != "none":
+    if settings.front.enabled:
         env = render_env(settings, config_path)
         pid_file = (
             nginx_render.pid_path(env)

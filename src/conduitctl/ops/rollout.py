@@ -188,7 +188,7 @@ class Driver:
         with no front (real Conduit), at a low-client moment (both bounded)."""
         from conduitctl.ops import drain as draining
 
-        if new.front.kind == "none":
+        if not new.front.enabled:
             draining.restart_when_quiet(new, self.runtime, spec.name, timeout=drain_timeout,
                                         spec=spec, progress=self.progress)  # fmt: skip
             return

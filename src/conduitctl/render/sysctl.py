@@ -53,7 +53,7 @@ def _round_up(n: int, step: int) -> int:
 def plan(settings: Settings) -> Plan:
     clients = sum(b.max_clients for b in desired_backends(settings))
     files = settings.cluster.containers * settings.container.nofile + SYSTEM_FILES
-    if settings.front.kind != "none":
+    if settings.front.enabled:
         files += settings.front.nofile
     return Plan(clients=clients, files=files)
 

@@ -333,8 +333,7 @@ class Supervisor:
     def front_view(self) -> FrontView:
         """Alive by its pid every tick; listening by its listen sockets in the kernel's table
         (never by connecting: that would be a client session and an access-log line)."""
-        kind = self.settings.front.kind
-        if kind == "none":
+        if not self.settings.front.enabled:
             return FrontView(kind="none", running=False, listening=False)
         pid = self.front.pid()
         running = pid is not None
@@ -346,7 +345,7 @@ class Supervisor:
             ports = self.front.listen_ports()
             self.front_queues = self.queue_reader(ports)
             listening = ports <= set(self.front_queues)
-        return FrontView(kind=kind, running=running, listening=listening)
+        return FrontView(kind=self.settings.front.kind, running=running, listening=listening)
 
     # --- act ----------------------------------------------------------------------------
 
