@@ -29,6 +29,9 @@ class EventKind(StrEnum):
     NOTIFY_FAILED = "notify_failed"
     # an operator command (restart --all, rollout) stopped short; data: operation and its own
     OPERATION_FAILED = "operation_failed"
+    # an operator command changed the fleet (up, scale, down, restart, drain, rollback,
+    # rollout); data: command and what it did
+    CHANGE = "change"
 
 
 @dataclass(frozen=True)

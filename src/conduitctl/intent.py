@@ -22,6 +22,11 @@ from conduitctl.statedir import StateDir, write_atomic
 
 DEFAULT_HOLD_S = 120.0
 
+# Holds taken in this process, counted: a step that holds a backend inside a change that
+# already holds it (a restart inside a rolling restart) must not let go of the outer hold.
+_taken: dict[Path, int] = {}
+_taken_lock = threading.Lock()
+
 
 def hold_dir(state_dir: Path) -> Path:
     return StateDir(state_dir).holds
@@ -61,6 +66,9 @@ def holding(
         for name in names:
             write_atomic(directory / name, expires, secret=False)  # never read half-written
 
+    with _taken_lock:
+        for name in names:
+            _taken[directory / name] = _taken.get(directory / name, 0) + 1
     write()
     done = threading.Event()
 
@@ -75,8 +83,20 @@ def holding(
     finally:
         done.set()
         refresher.join()
-        for name in names:
-            (directory / name).unlink(missing_ok=True)
+        for path in _release(directory / name for name in names):
+            path.unlink(missing_ok=True)
+
+
+def _release(paths: Iterable[Path]) -> list[Path]:
+    """Count these holds as let go; the ones nobody else in this process holds any more."""
+    free = []
+    with _taken_lock:
+        for path in paths:
+            _taken[path] -= 1
+            if _taken[path] <= 0:
+                del _taken[path]
+                free.append(path)
+    return free
 
 
 @contextlib.contextmanager

@@ -147,9 +147,15 @@ def driver_alive(state: RolloutState) -> bool:
     return started is not None and started == state.driver_started
 
 
-def claim(state_dir: Path, state: RolloutState) -> None:
-    if driver_alive(state) and state.driver_pid != os.getpid():
+def refuse_if_driven(state_dir: Path) -> None:
+    """BadInput when another process drives the rollout (before `--resume` takes the lock)."""
+    state = load(state_dir)
+    if state is not None and driver_alive(state) and state.driver_pid != os.getpid():
         raise BadInput(f"rollout {state.id} is being driven by pid {state.driver_pid} already")
+
+
+def claim(state_dir: Path, state: RolloutState) -> None:
+    refuse_if_driven(state_dir)
     state.driver_pid = os.getpid()
     state.driver_started = _start_time(os.getpid())
     save(state_dir, state)

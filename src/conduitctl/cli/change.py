@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,17 +13,12 @@ from conduitctl.cli.common import (
     JsonOpt,
     app,
     emit_json,
-    fleet_parts,
     load_config,
     out,
     progress_printer,
 )
 from conduitctl.cli.fleet import print_fleet_plan
 from conduitctl.errors import BadInput, CheckFailed, ConduitctlError
-from conduitctl.hostinfo import render_env
-from conduitctl.settings import (
-    Settings,
-)
 
 
 @app.command("snapshots")
@@ -74,44 +68,20 @@ def rollback(
     if legacy:
         _rollback_legacy(config, snapshot, as_json)
         return
-    from conduitctl import daemon_link as control
-    from conduitctl.front import front_for
-    from conduitctl.ops import snapshots
-    from conduitctl.ops.rollback import load_target
-    from conduitctl.ops.rollback import rollback as roll_back
-    from conduitctl.runtime import runtime_for
-
-    settings, path = load_config(config)
-    chosen = snapshots.resolve(settings.state_dir, snapshot)
-    if dry_run:
-        from conduitctl.ops.converge import plan as plan_converge
-
-        _, target = load_target(chosen)
-        fronted = front_for(target, render_env(target, path))
-        whole = plan_converge(target, runtime_for(target), fronted)  # the same rules as `up`
-        if as_json:
-            emit_json({"snapshot": chosen.id, "dry_run": True, **whole.to_dict()})
-            return
-        out.print(f"rollback to {chosen.id} ({chosen.reason}) would:")
-        print_fleet_plan(whole)
-        return
-    from conduitctl.app.change import changing
+    from conduitctl.app import revert
     from conduitctl.app.context import Fleet
 
-    fleet = Fleet.of(settings, path)
-    with changing(fleet, fleet.known_backends()):  # `rollout --abort` rolls a rollout back
-        result = roll_back(
-            settings,
-            path,
-            chosen,
-            runtime_for=runtime_for,
-            front_for=lambda s: front_for(s, render_env(s, path)),
-            progress=progress_printer(as_json),
-            batch=batch,
-        )
-    target, _ = load_config(path)
-    if control.signal_daemon(target.state_dir, signal.SIGHUP):
-        progress_printer(as_json)("supervisor re-read conduit.toml")
+    fleet = Fleet.load(config)
+    if dry_run:
+        planned = revert.rollback_plan(fleet, snapshot)
+        chosen = planned.snapshot
+        if as_json:
+            emit_json({"snapshot": chosen.id, "dry_run": True, **planned.plan.to_dict()})
+            return
+        out.print(f"rollback to {chosen.id} ({chosen.reason}) would:")
+        print_fleet_plan(planned.plan)
+        return
+    result = revert.roll_back(fleet, snapshot, batch=batch, progress=progress_printer(as_json))
     if as_json:
         emit_json(result.to_dict())
         return
@@ -122,21 +92,13 @@ def rollback(
 
 
 def _rollback_legacy(config: Path | None, snapshot: str | None, as_json: bool) -> None:
-    from conduitctl import daemon_link as control
-    from conduitctl.ops import snapshots
-    from conduitctl.ops.legacy_layout import to_legacy
-    from conduitctl.rollout_state import refuse_if_active
+    from conduitctl.app import revert
+    from conduitctl.app.context import Fleet
 
     if snapshot is not None:
         raise BadInput("--legacy runs the current settings in conduit-manager's layout; "
                        "it takes no snapshot (roll back to one first)")  # fmt: skip
-    settings, _, runtime, front = fleet_parts(config)
-    refuse_if_active(settings.state_dir)
-    taken = snapshots.take(settings, runtime, front.installed_config, "legacy")
-    progress_printer(as_json)(f"snapshot {taken.id}")
-    if control.stop(settings.state_dir):  # it would restart the backends being replaced
-        progress_printer(as_json)("supervisor stopped")
-    result = to_legacy(settings, runtime, front, progress=progress_printer(as_json))
+    result = revert.to_legacy(Fleet.load(config), progress=progress_printer(as_json))
     if as_json:
         emit_json(result.to_dict())
         return
@@ -169,45 +131,23 @@ def rollout(
 ) -> None:
     """Apply the edited conduit.toml in stages, each soaked under gates; a failed gate rolls
     back and alerts. Exit 1 when it was rolled back."""
-    from conduitctl import daemon_link as control
-    from conduitctl.front import front_for
-    from conduitctl.ops import rollout as staged
+    from conduitctl.app import revert
+    from conduitctl.app.context import Fleet
     from conduitctl.rollout_plan import Gates
-    from conduitctl.runtime import runtime_for
     from conduitctl.units import parse_duration
 
     if resume and abort:
         raise BadInput("--resume and --abort do not go together")
-    settings, path = load_config(config)
-    runtime = runtime_for(settings)
-
-    def fronted(s: Settings) -> Any:
-        return front_for(s, render_env(s, path))
-
-    def tell_supervisor() -> None:
-        control.signal_daemon(settings.state_dir, signal.SIGHUP)
-
-    if abort:
-        staged.abort(settings.state_dir)
-    elif not resume:
+    fleet = Fleet.load(config)
+    staging = None
+    if not (abort or resume):
         try:
             soak_s = parse_duration(soak)
         except ValueError as exc:
             raise BadInput(f"--soak {soak!r}: {exc}") from None
         gates = Gates(max_cpu, max_memory, max_error_ratio)
-        staged.begin(settings, path, runtime, fronted(settings), stages=stages, soak_s=soak_s,
-                     clients_steps=clients_steps, gates=gates,
-                     drain_timeout=drain_timeout)  # fmt: skip
-    driver = staged.Driver(
-        settings,
-        path,
-        runtime,
-        fronted(settings),
-        front_for=fronted,
-        tell_supervisor=tell_supervisor,
-        progress=progress_printer(as_json),
-    )
-    state = driver.run()
+        staging = revert.Staging(stages, soak_s, clients_steps, gates, drain_timeout)
+    state = revert.rollout(fleet, staging=staging, abort=abort, progress=progress_printer(as_json))
     if as_json:
         emit_json(state.to_dict())
     else:

@@ -68,12 +68,8 @@ def up(
     if as_json:
         emit_json({**result.to_dict(), "dry_run": False, "daemon_pid": done.daemon_pid})
         return
-    summary = ", ".join(
-        f"{sum(a.kind == kind for a in result.actions)} {kind.value}"
-        for kind in dict.fromkeys(a.kind for a in result.actions)
-    )
     verdict = "changed" if result.changed else "nothing to change"
-    out.print(f"up: {verdict} ({summary}; front {result.front}) in {result.elapsed_s:.1f}s")
+    out.print(f"up: {verdict} ({change.summary(result)}) in {result.elapsed_s:.1f}s")
 
 
 @app.command()
@@ -85,15 +81,11 @@ def down(
     as_json: JsonOpt = False,
 ) -> None:
     """Stop everything conduitctl owns; keeps the data (identity keys) unless --purge."""
-    from conduitctl import daemon_link as control
-    from conduitctl.ops.converge import down as converge_down
+    from conduitctl.app import change
+    from conduitctl.app.context import Fleet
 
-    settings, _, runtime, front = fleet_parts(config)
-    if control.stop(settings.state_dir):  # first: it would restart what down stops
-        progress_printer(as_json)("supervisor stopped")
-    result = converge_down(
-        settings, runtime, front, purge=purge, progress=progress_printer(as_json)
-    )
+    downed = change.down(Fleet.load(config), purge=purge, progress=progress_printer(as_json))
+    result = downed.result
     if as_json:
         emit_json(result.to_dict())
         return
@@ -269,14 +261,19 @@ def scale(
     from conduitctl import daemon_link
     from conduitctl.app import change
     from conduitctl.app.context import Fleet
-    from conduitctl.ops.converge import set_container_count
+    from conduitctl.ops.converge import with_container_count
 
     path = find_config(config)
     load_settings(path)  # the current file must be valid before it is edited
-    fleet = Fleet.of(set_container_count(path, count), path)
+    text, settings = with_container_count(path, count)
+    fleet = Fleet.of(settings, path)
     supervised = daemon_link.daemon_pid(fleet.state_dir) is not None
     done = change.converge(
-        fleet, reason="scale", start_supervisor=supervised, progress=progress_printer(as_json)
+        fleet,
+        reason="scale",
+        start_supervisor=supervised,
+        config_text=text,
+        progress=progress_printer(as_json),
     )
     result = done.result
     assert result is not None

@@ -12,7 +12,6 @@ from conduitctl.cli.common import (
     JsonOpt,
     app,
     emit_json,
-    fleet_parts,
     out,
     progress_printer,
 )
@@ -48,13 +47,14 @@ def restart(
     """Restart one backend (or --all, rolling); its data (identity key) is kept.
 
     Graceful: drained first; without a front, after waiting for --low-clients sessions."""
-    from conduitctl.intent import holding
-    from conduitctl.ops.converge import restart as converge_restart
-    from conduitctl.ops.drain import DrainResult, RestartAborted, graceful_restart, rolling_restart
+    from conduitctl.app import operate
+    from conduitctl.app.context import Fleet
+    from conduitctl.ops.drain import DrainResult, RestartAborted
 
     if (name is None) == (not all_backends):
         raise BadInput("restart takes a backend name or --all (not both, not neither)")
-    settings, _, runtime, front = fleet_parts(config)
+    fleet = Fleet.load(config)
+    settings = fleet.settings
     if low_clients is not None and settings.front.enabled:
         raise BadInput(
             f'--low-clients is for a fleet without a front; this one has front.kind = "'
@@ -62,18 +62,14 @@ def restart(
         )
     if low_clients is not None and not (graceful or all_backends):
         raise BadInput("--low-clients goes with --graceful or --all")
+    progress = progress_printer(as_json)
     started = time.monotonic()
     restarted: list[str] = []
     results: list[DrainResult] = []
     if all_backends:
         try:
-            results = rolling_restart(
-                settings,
-                runtime,
-                front,
-                timeout=timeout,
-                low_clients=low_clients,
-                progress=progress_printer(as_json),
+            results = operate.rolling_restart(
+                fleet, timeout=timeout, low_clients=low_clients, progress=progress
             )
         except RestartAborted as exc:
             if as_json:
@@ -90,21 +86,14 @@ def restart(
         restarted = [r.name for r in results]
     elif graceful:
         assert name is not None
-        one = graceful_restart(
-            settings,
-            runtime,
-            front,
-            name,
-            timeout=timeout,
-            low_clients=low_clients,
-            progress=progress_printer(as_json),
+        one = operate.graceful_restart(
+            fleet, name, timeout=timeout, low_clients=low_clients, progress=progress
         )
         results = [one]
         restarted = [name]
     else:
         assert name is not None
-        with holding(settings.state_dir, [name]):
-            converge_restart(settings, runtime, name, progress=progress_printer(as_json))
+        operate.restart(fleet, name, progress=progress)
         restarted = [name]
     elapsed = time.monotonic() - started
     if as_json:
@@ -133,12 +122,11 @@ def drain(
     as_json: JsonOpt = False,
 ) -> None:
     """Out of the front for new connections, wait for its sessions to end, then stop it."""
-    from conduitctl.ops.drain import drain as drain_backend
+    from conduitctl.app import operate
+    from conduitctl.app.context import Fleet
 
-    settings, _, runtime, front = fleet_parts(config)
-    result = drain_backend(
-        settings, runtime, front, name, timeout=timeout, progress=progress_printer(as_json)
-    )
+    fleet = Fleet.load(config)
+    result = operate.drain(fleet, name, timeout=timeout, progress=progress_printer(as_json))
     if as_json:
         emit_json(result.to_dict())
     else:
@@ -157,10 +145,10 @@ def undrain(
     as_json: JsonOpt = False,
 ) -> None:
     """Start a drained backend and put it back into the front."""
-    from conduitctl.ops.drain import undrain as undrain_backend
+    from conduitctl.app import operate
+    from conduitctl.app.context import Fleet
 
-    settings, _, runtime, front = fleet_parts(config)
-    undrain_backend(settings, runtime, front, name, progress=progress_printer(as_json))
+    operate.undrain(Fleet.load(config), name, progress=progress_printer(as_json))
     if as_json:
         emit_json({"undrained": name})
     else:

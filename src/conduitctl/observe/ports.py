@@ -33,15 +33,18 @@ def _needs(backend: BackendSpec) -> list[tuple[int, socket.SocketKind]]:
     return needs
 
 
-def ports_in_use(backends: Iterable[BackendSpec]) -> dict[str, str]:
-    """Backend name -> the first of its ports another process holds ("tcp 127.0.0.1:9100")."""
+def ports_in_use(
+    backends: Iterable[BackendSpec], freed: frozenset[int] = frozenset()
+) -> dict[str, str]:
+    """Backend name -> the first of its ports another process holds ("tcp 127.0.0.1:9100").
+    `freed`: ports the change itself frees before it binds them (not looked at)."""
     pending = list(backends)
     busy: dict[str, str] = {}
     for look in range(LOOKS):
         busy = {}
         for backend in pending:
             for port, kind in _needs(backend):
-                if taken(backend.host, port, kind):
+                if port not in freed and taken(backend.host, port, kind):
                     proto = "tcp" if kind == socket.SOCK_STREAM else "udp"
                     busy[backend.name] = f"{proto} {backend.host}:{port}"
                     break

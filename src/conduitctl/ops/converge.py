@@ -22,7 +22,6 @@ from conduitctl.ops.ready import READY_TIMEOUT, wait_ready
 from conduitctl.reconcile import Action, ActionKind, FleetPlan, Observed, plan_fleet
 from conduitctl.runtime.base import LaunchSpec, Runtime, State, launch_specs
 from conduitctl.settings import Settings, parse_settings
-from conduitctl.settings_file import replace_config
 
 Progress = Callable[[str], None]
 
@@ -60,10 +59,15 @@ class DownResult:
 
 
 def observe(
-    settings: Settings, runtime: Runtime, front: Front, specs: list[LaunchSpec]
+    settings: Settings,
+    runtime: Runtime,
+    front: Front,
+    specs: list[LaunchSpec],
+    freed: frozenset[int] = frozenset(),
 ) -> Observed:
     """Everything the plan needs to know, read before any step: the backends, the drained
-    ones, names in the way, lost keys, taken ports, and what the front would do."""
+    ones, names in the way, lost keys, taken ports (but the `freed` ones: another fleet this
+    change stops first), and what the front would do."""
     from conduitctl.ops.keys import store_for, would_regenerate
     from conduitctl.ops.legacy_layout import legacy_active
 
@@ -76,7 +80,7 @@ def observe(
     if not legacy:  # leaving the legacy layout carries keys back and frees the ports first
         lost = frozenset(would_regenerate(settings, store=store_for(settings, runtime)))
         running = {s.name for s in statuses if s.state == State.RUNNING}
-        busy = ports_in_use([s.backend for s in specs if s.name not in running])
+        busy = ports_in_use([s.backend for s in specs if s.name not in running], freed)
     front_step, front_error = "none", None
     if front.balances:
         try:
@@ -87,11 +91,16 @@ def observe(
 
 
 def plan(
-    settings: Settings, runtime: Runtime, front: Front, *, new_keys: bool = False
+    settings: Settings,
+    runtime: Runtime,
+    front: Front,
+    *,
+    new_keys: bool = False,
+    freed: frozenset[int] = frozenset(),
 ) -> FleetPlan:
     """The whole converge to `settings`, decided before any step (nothing is changed)."""
     specs = launch_specs(settings)
-    return plan_fleet(specs, observe(settings, runtime, front, specs), new_keys=new_keys)
+    return plan_fleet(specs, observe(settings, runtime, front, specs, freed), new_keys=new_keys)
 
 
 def refuse(plan: FleetPlan) -> None:
@@ -216,16 +225,15 @@ def restart(settings: Settings, runtime: Runtime, name: str, progress: Progress 
         raise ConduitctlError(f"{name} not ready after restart; see `conduitctl logs {name}`")
 
 
-def set_container_count(config_path: Path, count: int) -> Settings:
-    """Rewrite cluster.containers in conduit.toml, keeping its comments; validated first."""
-    text = config_path.read_text()
-    document = tomlkit.parse(text)
+def with_container_count(config_path: Path, count: int) -> tuple[str, Settings]:
+    """conduit.toml's text with cluster.containers = `count` (its comments kept), and its
+    settings, validated; the file itself is not written (the caller does, once the change
+    is not refused)."""
+    document = tomlkit.parse(config_path.read_text())
     cluster = document.setdefault("cluster", tomlkit.table())
     cluster["containers"] = count
     new_text = tomlkit.dumps(document)
-    settings = parse_settings(new_text, source=f"{config_path} (containers = {count})")
-    replace_config(new_text, config_path)
-    return settings
+    return new_text, parse_settings(new_text, source=f"{config_path} (containers = {count})")
 
 
 def backend_names(settings: Settings) -> list[str]:

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conduitctl.errors import BadInput
+from conduitctl.fleet import desired_backends
 from conduitctl.front.base import Front
 from conduitctl.ops import snapshots
-from conduitctl.ops.converge import UpResult, down, up
+from conduitctl.ops.converge import UpResult, down, execute, plan, refuse
+from conduitctl.reconcile import FleetPlan
 from conduitctl.runtime.base import Runtime
 from conduitctl.settings import Settings, parse_settings
 from conduitctl.settings_file import replace_config
@@ -72,19 +74,54 @@ def retag_images(runtime: Runtime, images: dict[str, str | None]) -> list[str]:
     return [tag for tag, image_id in images.items() if image_id and runtime.retag(tag, image_id)]
 
 
+def ports_of(settings: Settings) -> frozenset[int]:
+    """Every port the fleet's backends bind (metrics and listen)."""
+    ports = set()
+    for backend in desired_backends(settings):
+        ports.add(backend.metrics_port)
+        if backend.listen_port is not None:
+            ports.add(backend.listen_port)
+    return frozenset(ports)
+
+
+@dataclass(frozen=True)
+class RollbackPlan:
+    snapshot: snapshots.Snapshot
+    text: str  # its conduit.toml
+    target: Settings
+    plan: FleetPlan  # the converge to it, as the fleet is now
+
+
+def plan_rollback(
+    current: Settings,
+    snapshot: snapshots.Snapshot,
+    *,
+    runtime_for: Callable[[Settings], Runtime],
+    front_for: Callable[[Settings], Front],
+) -> RollbackPlan:
+    """What rolling back to `snapshot` would do, by the same rules as `up` (nothing is
+    changed). A fleet that moves (another name or state dir) frees its ports first."""
+    text, target = load_target(snapshot)
+    freed = ports_of(current) if fleet_moves(current, target) else frozenset()
+    whole = plan(target, runtime_for(target), front_for(target), freed=freed)
+    return RollbackPlan(snapshot, text, target, whole)
+
+
 def rollback(
     current: Settings,
     config_path: Path,
-    snapshot: snapshots.Snapshot,
+    planned: RollbackPlan,
     *,
     runtime_for: Callable[[Settings], Runtime],
     front_for: Callable[[Settings], Front],
     progress: Progress = lambda _: None,
     batch: int = 2,
 ) -> RollbackResult:
-    """Roll back to `snapshot`; the caller holds the backends and tells the supervisor."""
+    """Carry out a rollback plan that was not refused (`refuse(planned.plan)`); the caller
+    holds the backends and tells the supervisor. conduit.toml is replaced only once the
+    converge, planned again after the moves and the re-tags, is not refused."""
     started = time.monotonic()
-    text, target = load_target(snapshot)
+    snapshot, target = planned.snapshot, planned.target
     runtime, front = runtime_for(current), front_for(current)
     saved = snapshots.take(current, runtime, front.installed_config, "rollback")
     write_atomic(saved.path / REPLACED, config_path.read_bytes(), secret=True)
@@ -98,8 +135,10 @@ def rollback(
     retagged = retag_images(target_runtime, snapshot.images)
     for tag in retagged:
         progress(f"image {tag} points at {snapshot.images[tag]} again")
-    replace_config(text, config_path)
+    whole = plan(target, target_runtime, target_front)  # the images may have moved back
+    refuse(whole)
+    replace_config(planned.text, config_path)
     progress(f"{config_path} restored from {snapshot.id}")
-    result = up(target, target_runtime, target_front, progress=progress, batch=batch)
+    result = execute(target, target_runtime, target_front, whole, progress=progress, batch=batch)
     snapshots.record_applied(target, config_path)
     return RollbackResult(snapshot.id, saved.id, result, retagged, time.monotonic() - started)
