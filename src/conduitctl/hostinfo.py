@@ -15,12 +15,11 @@ from pathlib import Path
 
 import psutil
 
-from conduitctl.render.base import RenderEnv
+from conduitctl.render.base import NGINX_STREAM_MODULE, RenderEnv
 from conduitctl.settings import Settings
 from conduitctl.statedir import StateDir
 
 DEFAULT_NIC_MBPS = 1000.0
-NGINX_STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from conduitctl.ops.preflight import (
-    Check,
+from conduitctl.observe.machine import clock_fact
+from conduitctl.ops.preflight import backup_config, run_preflight
+from conduitctl.preflight_facts import (
     ClockFact,
     DockerFact,
     FrontToolFact,
     Holder,
     PortFact,
     PreflightFacts,
+)
+from conduitctl.preflight_rules import (
+    Check,
     PreflightReport,
-    backup_config,
     check_cgroup,
     check_clock,
     check_container_nofile,
@@ -32,10 +35,8 @@ from conduitctl.ops.preflight import (
     check_nr_open,
     check_port,
     check_somaxconn,
-    clock_fact,
     evaluate,
     parse_port_list,
-    run_preflight,
 )
 from conduitctl.settings import Settings, settings_from_dict
 

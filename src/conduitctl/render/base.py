@@ -7,6 +7,9 @@ from pathlib import Path
 
 import jinja2
 
+# Where Debian's libnginx-mod-stream puts the stream module.
+NGINX_STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
+
 
 @dataclass(frozen=True)
 class RenderEnv:
@@ -20,7 +23,7 @@ class RenderEnv:
     log_dir: Path = Path("/var/log/conduitctl")  # as non-root: STATE_DIR/log
     run_dir: Path = Path("/run/conduitctl")  # pid files and sockets; as non-root: STATE_DIR/run
     # nginx on Debian builds the stream module as a loadable .so; None when built in.
-    nginx_stream_module: str | None = "/usr/lib/nginx/modules/ngx_stream_module.so"
+    nginx_stream_module: str | None = str(NGINX_STREAM_MODULE)
     nginx_user: str = "www-data"
     haproxy_user: str = "haproxy"
     conduitctl_bin: str = "/usr/local/bin/conduitctl"
