@@ -345,7 +345,9 @@ class Dispatcher:
             if result.ok:
                 self._count(delivered=1)
                 if self._last_error.get(index):
-                    log.info("notifier recovered target=%s rule=%s", sender.name, n.rule.value)
+                    log.info(
+                        "notifier recovered", extra={"target": sender.name, "rule": n.rule.value}
+                    )
                 self._last_error[index] = None
                 self._report(n, result, attempt)
                 return
@@ -366,18 +368,18 @@ class Dispatcher:
         if result.error != self._last_error.get(index):
             self._last_error[index] = result.error
             log.warning(
-                "notification failed target=%s retryable=%s error=%s",
-                result.target,
-                result.retryable,
-                result.error,
-            )
+                "notification failed",
+                extra={"target": result.target, "retryable": result.retryable,
+                       "error": result.error},
+            )  # fmt: skip
 
     def _drop(self, n: Notification, sender: Sender, why: str) -> None:
         self._count(dropped=1)
         if self._last_drop.get(sender.name) != why:  # once per reason, not per message
             self._last_drop[sender.name] = why
             log.warning(
-                "notification dropped target=%s rule=%s reason=%s", sender.name, n.rule.value, why
+                "notification dropped",
+                extra={"target": sender.name, "rule": n.rule.value, "reason": why},
             )
         self._report(n, SendResult(False, False, f"not sent: {why}", sender.name), 0)
 
@@ -396,7 +398,7 @@ class Dispatcher:
         try:
             self._on_result(n, result, attempts)
         except Exception:
-            log.exception("on_result callback failed rule=%s", n.rule.value)
+            log.exception("on_result callback failed", extra={"rule": n.rule.value})
 
 
 def _safe_send(sender: Sender, n: Notification) -> SendResult:

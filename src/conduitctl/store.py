@@ -567,7 +567,7 @@ class Store:
             try:
                 event_kind = EventKind(kind)
             except ValueError:  # written by a newer conduitctl
-                log.debug("skipping event of unknown kind=%s ts=%s", kind, ts)
+                log.debug("skipping an event of unknown kind", extra={"event": kind, "ts": ts})
                 continue
             out.append(Event(ts, event_kind, name, message, json.loads(data)))
         return out
@@ -733,7 +733,8 @@ class Store:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
-            log.warning("journal_mode=%s (not wal) path=%s: readers may block", mode, self.path)
+            log.warning("not in WAL mode: readers may block",
+                        extra={"journal_mode": mode, "path": str(self.path)})  # fmt: skip
         conn.execute("PRAGMA synchronous = NORMAL")
 
     def _migrate(self) -> None:
@@ -755,7 +756,8 @@ class Store:
             for step in range(version, SCHEMA_VERSION):
                 for statement in _MIGRATIONS[step]:
                     conn.execute(statement)
-                log.info("history schema migrated to=%d path=%s", step + 1, self.path)
+                log.info("history schema migrated",
+                         extra={"to": step + 1, "path": str(self.path)})  # fmt: skip
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 

@@ -71,10 +71,18 @@ def test_scale_up_and_down_keeps_data(process_fleet):
     assert {greeting_via(base) for _ in range(25)} == {
         f"{status['cluster']}-{i}" for i in range(1, 6)
     }
+    third_listen = status["backends"][2]["listen"]
     cli("scale", "2", "--config", str(config))
     status = cli_json("status", "--config", str(config))
     assert [b["name"] for b in status["backends"]] == [f"{status['cluster']}-{i}" for i in (1, 2)]
     assert {greeting_via(base) for _ in range(12)} <= {f"{status['cluster']}-{i}" for i in (1, 2)}
+    host, port = third_listen.rsplit(":", 1)
+    with socket.socket() as squatter:  # another process takes the third backend's port
+        squatter.bind((host, int(port)))
+        squatter.listen()
+        refused = cli("scale", "3", "--config", str(config), check=False)
+    assert refused.returncode == 2 and "nothing changed" in refused.stderr
+    assert "containers = 2" in config.read_text()  # a refused scale leaves the file alone
     removed_key = Path(
         config.parent / "state/process" / f"{status['cluster']}-5/data/conduit_key.json"
     )
@@ -109,6 +117,8 @@ def test_restart_and_logs(process_fleet):
     assert before == after
     log = cli("logs", name, "--tail", "50", "--config", str(config)).stdout
     assert "conduit-sim" in log and "Stopped." in log
+    changes = cli_json("events", "--kind", "change", "--config", str(config))
+    assert [(e["data"]["command"], e["backend"]) for e in changes] == [("up", None), ("restart", name)]
 
 
 def test_bad_backend_name_is_input_error(process_fleet):

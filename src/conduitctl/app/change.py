@@ -83,7 +83,7 @@ def record(
         finally:
             store.close()
     except Exception as exc:
-        log.warning("change not recorded command=%s error=%s", command, exc)
+        log.warning("change not recorded", extra={"command": command, "error": str(exc)})
         return False
     return True
 

@@ -371,8 +371,9 @@ class ProcessFront:
     def _reap(self, dead_master: int, timeout: float | None) -> None:
         reaped = reap_session(dead_master, timeout)
         if reaped:
-            log.warning("stopping %d orphaned %s workers of dead master %d",
-                        len(reaped), self.kind, dead_master)  # fmt: skip
+            log.warning("stopping the orphaned workers of a dead master",
+                        extra={"front": self.kind, "workers": len(reaped),
+                               "master_pid": dead_master})  # fmt: skip
 
     def stop(self, timeout: float = 10.0) -> bool:
         pid = self._pid()

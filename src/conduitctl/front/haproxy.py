@@ -78,10 +78,10 @@ class HaproxyFront(ProcessFront):
         try:
             answer = runtime_command(haproxy_render.stats_socket_path(self.env), commands)
         except OSError as exc:
-            log.warning("haproxy runtime API failed (%s); reloading instead", exc)
+            log.warning("haproxy runtime API failed; reloading instead", extra={"error": str(exc)})
             return self.apply(down)
         if answer.strip():
-            log.warning("haproxy runtime API said: %s", answer.strip()[:200])
+            log.warning("haproxy runtime API answered", extra={"answer": answer.strip()[:200]})
         return "runtime-api"
 
     def leftovers(self) -> list[Path]:

@@ -136,7 +136,7 @@ def announce(
     store, record_error = _open_store(settings)
     if store is not None:
         record_error = _record(store, event)
-    log.warning("announce kind=%s backend=%s: %s", kind.value, name or "-", message)
+    log.warning(message, extra={"event": kind.value, "backend": name or "-"})
     try:
         targets = (
             list(senders) if senders is not None else notifiers_from_urls(settings.alerts.notifiers)
@@ -154,14 +154,12 @@ def announce(
             backoff_s=backoff_s,
         )
     except Exception as exc:  # the contract is "never raises"
-        log.exception("announce: sending failed kind=%s", kind.value)
+        log.exception("announce: sending failed", extra={"event": kind.value})
         deliveries = [Delivery("(notifiers)", False, 0, f"{type(exc).__name__}: {exc}")]
     for failed in (d for d in deliveries if not d.ok):
         log.warning(
-            "announce: notifier failed target=%s attempts=%d error=%s",
-            failed.target,
-            failed.attempts,
-            failed.error,
+            "announce: notifier failed",
+            extra={"target": failed.target, "attempts": failed.attempts, "error": failed.error},
         )
         if store is not None:
             failure = Event(
@@ -273,7 +271,7 @@ def _open_store(settings: Settings) -> tuple[Store | None, str | None]:
 
         return Store(history_path(settings.state_dir)), None
     except Exception as exc:
-        log.warning("announce: history not available: %s", exc)
+        log.warning("announce: history not available", extra={"error": str(exc)})
         return None, str(exc)
 
 
@@ -283,5 +281,7 @@ def _record(store: Store, event: Event) -> str | None:
         store.record(event)
         return None
     except Exception as exc:
-        log.warning("announce: event not recorded kind=%s: %s", event.kind.value, exc)
+        log.warning(
+            "announce: event not recorded", extra={"event": event.kind.value, "error": str(exc)}
+        )
         return str(exc)

@@ -41,4 +41,4 @@ class Resumer:
             return
         self.last_start = now
         pid = start_driver(self.config_path, self.log_dir)
-        log.warning("rollout %s had no driver; resumed it (pid %d)", state.id, pid)
+        log.warning("rollout had no driver; resumed it", extra={"rollout": state.id, "pid": pid})

@@ -84,7 +84,7 @@ class Outputs:
         try:
             self.server = self.exporter.serve("127.0.0.1", port=self.settings.daemon.metrics_port)
         except Exception as exc:  # metrics are worth a warning, not the supervisor
-            log.warning("metrics exporter not started: %s", exc)
+            log.warning("metrics exporter not started", extra={"error": str(exc)})
 
     def on_event(self, event: Event) -> None:
         self.store.record(event)
@@ -168,11 +168,11 @@ async def _serve(config_path: Path) -> None:
         try:
             fresh = load_settings(config_path)
         except Exception as exc:  # a bad edit must not take the supervisor down
-            log.error("reload refused, keeping the running settings: %s", exc)
+            log.error("reload refused, keeping the running settings", extra={"error": str(exc)})
             return
         supervisor.reconfigure(fresh, front_for(fresh, render_env(fresh, config_path)))
         outputs.reconfigure(fresh)
-        log.info("settings reloaded from %s", config_path)
+        log.info("settings reloaded", extra={"config": str(config_path)})
 
     install_signal_handlers(supervisor, reload)
     outputs.serve()
