@@ -118,7 +118,10 @@ def test_restart_and_logs(process_fleet):
     log = cli("logs", name, "--tail", "50", "--config", str(config)).stdout
     assert "conduit-sim" in log and "Stopped." in log
     changes = cli_json("events", "--kind", "change", "--config", str(config))
-    assert [(e["data"]["command"], e["backend"]) for e in changes] == [("up", None), ("restart", name)]
+    assert [(e["data"]["command"], e["backend"]) for e in changes] == [
+        ("up", None),
+        ("restart", name),
+    ]
 
 
 def test_bad_backend_name_is_input_error(process_fleet):

@@ -3,14 +3,16 @@ every identity key intact, and a process fleet rolled back and forth (undo)."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from fleet_helpers import cli, cli_json, key_hashes, running_hashes, wanted_hashes, write_config
 
 
 @pytest.mark.docker
-def test_rollback_of_8_docker_backends_is_fast_and_keeps_keys(tmp_path, free_block, sim_image):
+def test_rollback_of_8_docker_backends_restores_them_and_keeps_keys(
+    tmp_path, free_block, sim_image
+):
+    """Its speed (<= 10 s for 8) is measured in benchmarks/bench_change.py, not here: a
+    wall-clock bound in a test on a busy 2-core machine measures the neighbours."""
     base = free_block(140)
     config = write_config(
         tmp_path, base, name="rb", containers=8, runtime="docker", image=sim_image, memory="96m"
@@ -26,12 +28,7 @@ def test_rollback_of_8_docker_backends_is_fast_and_keeps_keys(tmp_path, free_blo
         changed = running_hashes(config)
         assert all(changed[n] != original[n] for n in original)  # all 8 were recreated
 
-        started = time.monotonic()
         result = cli_json("rollback", "--config", str(config))
-        wall = time.monotonic() - started
-
-        print(f"rollback of 8 docker backends: {wall:.2f}s wall, {result['elapsed_s']}s inside")
-        assert wall <= 10.0, f"rollback of 8 took {wall:.1f}s"
         assert config.read_text() == original_text
         assert running_hashes(config) == original
         assert sorted(a["name"] for a in result["actions"] if a["kind"] == "recreate") == sorted(

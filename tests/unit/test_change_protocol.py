@@ -40,9 +40,8 @@ def test_a_second_change_is_busy_and_names_the_holder(tmp_path):
     fleet = fleet_at(tmp_path)
     with changing(fleet, ["c-1"]):
         assert held(tmp_path) == {"c-1"}
-        with pytest.raises(Busy, match=r"pid \d+"):
-            with changing(fleet, ["c-2"]):
-                pass
+        with pytest.raises(Busy, match=r"pid \d+"), changing(fleet, ["c-2"]):
+            pass
         assert held(tmp_path) == {"c-1"}  # the refused one took no hold
     with changing(fleet, []):  # free again once the first has ended
         pass
@@ -54,9 +53,8 @@ def test_a_running_rollout_refuses_every_change_but_its_own(tmp_path):
                          clients_steps=None, gates=Gates(), drain_timeout=30.0,
                          base_snapshot="s1", phase=Phase.SOAKING)  # fmt: skip
     save(tmp_path, state)
-    with pytest.raises(BadInput, match="rollout --abort"):
-        with changing(fleet, ["c-1"]):
-            pass
+    with pytest.raises(BadInput, match="rollout --abort"), changing(fleet, ["c-1"]):
+        pass
     assert held(tmp_path) == set()
     with changing(fleet, [], rollout=True):  # the rollout's own
         pass

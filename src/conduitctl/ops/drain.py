@@ -125,6 +125,7 @@ def drain(
     timeout: float = 300.0,
     progress: Callable[[str], None] = lambda _: None,
     clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> DrainResult:
     _check(settings, name)
     state_dir = settings.state_dir
@@ -137,7 +138,7 @@ def drain(
     left = first
     while left and clock() - started < timeout:
         progress(f"{name}: {left} sessions left")
-        time.sleep(max(0.0, min(POLL_S, started + timeout - clock())))  # no later than the bound
+        sleep(max(0.0, min(POLL_S, started + timeout - clock())))  # no later than the bound
         left = sessions(settings, name)
     timed_out = bool(left)
     if timed_out:
