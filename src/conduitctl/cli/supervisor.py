@@ -35,7 +35,7 @@ def daemon(config: ConfigOpt = None) -> None:
         json=settings.daemon.log_json,
         file=render_env(settings, path).log_dir / "daemon.log",
     )
-    run_daemon(path)
+    run_daemon(settings, path)  # conduit.toml parsed once
 
 
 @app.command("daemon-stop")

@@ -146,8 +146,7 @@ def fleet_capacity(settings: Settings) -> int:
     return plan.limits[plan.bottleneck].clients
 
 
-async def _serve(config_path: Path) -> None:
-    settings = load_settings(config_path)
+async def _serve(settings: Settings, config_path: Path) -> None:
     env = render_env(settings, config_path)
     loop = asyncio.get_running_loop()
     outputs = Outputs(settings, settings.state_dir, loop)
@@ -182,10 +181,11 @@ async def _serve(config_path: Path) -> None:
         outputs.close()
 
 
-def run(config_path: Path) -> None:
+def run(settings: Settings, config_path: Path) -> None:
+    """The supervisor in the foreground, on `settings` (read once, from `config_path`, which
+    a SIGHUP reads again)."""
     from conduitctl.ops.legacy_layout import legacy_active
 
-    settings = load_settings(config_path)
     state_dir = settings.state_dir
     if legacy_active(state_dir):  # it would start conduitctl's fleet beside the legacy one
         raise BadInput(
@@ -194,6 +194,6 @@ def run(config_path: Path) -> None:
         )
     control.claim(state_dir)
     try:
-        asyncio.run(_serve(config_path))
+        asyncio.run(_serve(settings, config_path))
     finally:
         control.release(state_dir)
