@@ -117,3 +117,26 @@ def test_a_foreign_container_refuses_the_whole_up_before_any_step(tmp_path, free
     finally:
         squatter.remove(force=True)
         cli("down", "--purge", "--config", str(config), check=False)
+
+
+@pytest.mark.serial  # a running conduit-manager station refuses every docker fleet on the host
+def test_a_running_conduit_manager_station_refuses_the_whole_up(tmp_path, free_block, sim_image):
+    """Seen on a host that still ran conduit-manager: up started new stations (new keys)
+    beside the old one. Its running, unlabelled `conduit-N` refuses the whole up first."""
+    base = free_block(140)
+    config = write_config(tmp_path, base, name="dkm", containers=2, runtime="docker")
+    client = docker.from_env()
+    station = client.containers.run(
+        sim_image, name="conduit-7", entrypoint=["sleep", "60"], network_mode="none", detach=True
+    )
+    try:
+        result = cli("up", "--config", str(config), check=False)
+        assert result.returncode == 2
+        assert "conduit-7: conduit-manager's station runs here" in result.stderr
+        assert "docker stop conduit-7" in result.stderr  # the fix, in the one line
+        names = {c.name for c in client.containers.list(all=True, ignore_removed=True)}
+        assert not names & {"dkm-1", "dkm-2"}
+        assert not any(v.name.startswith("dkm-data") for v in client.volumes.list())
+    finally:
+        station.remove(force=True)
+        cli("down", "--purge", "--config", str(config), check=False)
