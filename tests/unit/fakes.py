@@ -13,7 +13,7 @@ see the assignments at the bottom.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -60,7 +60,6 @@ class FakeBackend:
     state: State = State.RUNNING
     pid: int | None = None
     started_at: float | None = None
-    starts: int = 0
     exit_code: int | None = None
     oom_killed: bool = False
 
@@ -152,7 +151,6 @@ class FakeRuntime:
         backend.spec, backend.state = spec, State.RUNNING
         backend.pid, backend.started_at = next(self._pids), self.clock()
         backend.exit_code, backend.oom_killed = None, False
-        backend.starts += 1
         self.containers[spec.name] = backend
         self.keys.setdefault(spec.name, f"key of {spec.name}".encode())
         return self.status(spec.name)
@@ -330,7 +328,7 @@ def fleet_config(
     *,
     image: str = "conduit-sim:1",
     front: str = "nginx",
-    health: dict[str, object] | None = None,
+    health: Mapping[str, object] | None = None,
 ) -> dict[str, object]:
     """A small sim fleet's conduit.toml as a dict, its state under `state_dir`."""
     return {
@@ -338,7 +336,7 @@ def fleet_config(
                     "state_dir": str(state_dir)},
         "workload": {"profile": "sim", "image": image},
         "front": {"kind": front, "listeners": ["tcp:18443"] if front != "none" else []},
-        "health": health or {},
+        "health": dict(health or {}),
     }  # fmt: skip
 
 
