@@ -18,7 +18,7 @@ from conduitctl.fleet import desired_backends, require_backend
 from conduitctl.front.base import Front
 from conduitctl.intent import drained
 from conduitctl.observe.ports import ports_in_use
-from conduitctl.ops.ready import READY_TIMEOUT, wait_ready
+from conduitctl.ops.ready import NETWORK, READY_TIMEOUT, Probes, wait_ready
 from conduitctl.reconcile import Action, ActionKind, FleetPlan, Observed, plan_fleet
 from conduitctl.runtime.base import LaunchSpec, Runtime, State, launch_specs
 from conduitctl.settings import Settings, parse_settings
@@ -118,12 +118,13 @@ def up(
     new_keys: bool = False,
     progress: Progress = _quiet,
     batch: int = 1,
+    probes: Probes = NETWORK,
 ) -> UpResult:
     """Plan, refuse whole or carry out (for callers already inside a change: rollback, the
     roll back of a rollout). Commands go through conduitctl.app.change."""
     whole = plan(settings, runtime, front, new_keys=new_keys)
     refuse(whole)
-    return execute(settings, runtime, front, whole, progress=progress, batch=batch)
+    return execute(settings, runtime, front, whole, progress=progress, batch=batch, probes=probes)
 
 
 def execute(
@@ -134,9 +135,11 @@ def execute(
     *,
     progress: Progress = _quiet,
     batch: int = 1,
+    probes: Probes = NETWORK,
 ) -> UpResult:
     """Carry out a plan that was not refused; changed backends are replaced `batch` at a time,
-    each batch ready before the next (1 keeps all but one serving; rollback uses more)."""
+    each batch ready (`probes.wait`) before the next (1 keeps all but one serving; rollback
+    uses more)."""
     started = time.monotonic()
     actions = plan.actions
     if plan.leave_legacy:
@@ -151,7 +154,7 @@ def execute(
     for action in fresh:
         progress(f"{action.kind.value} {action.name} ({action.reason})")
         runtime.start(_spec(action))
-    not_ready = wait_ready(settings, [_spec(a).backend for a in fresh], READY_TIMEOUT)
+    not_ready = probes.wait(settings, [_spec(a).backend for a in fresh], READY_TIMEOUT)
     if not_ready:
         raise ConduitctlError(
             f"{', '.join(not_ready)} not ready after {READY_TIMEOUT:g}s; "
@@ -163,7 +166,7 @@ def execute(
         for action in group:
             progress(f"recreate {action.name} ({action.reason})")
             runtime.start(_spec(action))
-        not_ready = wait_ready(settings, [_spec(a).backend for a in group], READY_TIMEOUT)
+        not_ready = probes.wait(settings, [_spec(a).backend for a in group], READY_TIMEOUT)
         if not_ready:
             raise ConduitctlError(
                 f"{', '.join(not_ready)} not ready after its recreate; stopping here; "

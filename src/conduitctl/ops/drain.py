@@ -22,11 +22,10 @@ from typing import TYPE_CHECKING
 
 from conduitctl.errors import BadInput, ConduitctlError
 from conduitctl.events import EventKind
-from conduitctl.fleet import desired_backends, require_backend
+from conduitctl.fleet import require_backend
 from conduitctl.front.base import Front
 from conduitctl.intent import drained, holding, set_drained
-from conduitctl.observe.scrape import scrape
-from conduitctl.ops.ready import READY_TIMEOUT, wait_ready
+from conduitctl.ops.ready import NETWORK, READY_TIMEOUT, Probes
 from conduitctl.runtime.base import LaunchSpec, Runtime, launch_specs
 from conduitctl.settings import Settings
 
@@ -102,16 +101,6 @@ def restart_moment(
     return Moment.WAIT
 
 
-def sessions(settings: Settings, name: str) -> int | None:
-    """Connected + connecting clients from the backend's /metrics (None: unreadable)."""
-    backend = next(b for b in desired_backends(settings) if b.name == name)
-    result = scrape(backend.host, backend.metrics_port, timeout=1.0)
-    if not result.ok:
-        return None
-    v = result.values
-    return int(v.get("conduit_connected_clients", 0) + v.get("conduit_connecting_clients", 0))
-
-
 def _check(settings: Settings, name: str) -> None:
     require_backend(name, settings.backend_names())
 
@@ -126,6 +115,7 @@ def drain(
     progress: Callable[[str], None] = lambda _: None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    probes: Probes = NETWORK,
 ) -> DrainResult:
     _check(settings, name)
     state_dir = settings.state_dir
@@ -134,12 +124,12 @@ def drain(
     how = front.set_down(frozenset(marked))
     progress(f"{name} out of the front for new connections ({how})")
     started = clock()
-    first = sessions(settings, name)
+    first = probes.sessions(settings, name)
     left = first
     while left and clock() - started < timeout:
         progress(f"{name}: {left} sessions left")
         sleep(max(0.0, min(POLL_S, started + timeout - clock())))  # no later than the bound
-        left = sessions(settings, name)
+        left = probes.sessions(settings, name)
     timed_out = bool(left)
     if timed_out:
         progress(f"{name}: timeout, {left} sessions left; stopping anyway")
@@ -157,6 +147,7 @@ def undrain(
     progress: Callable[[str], None] = lambda _: None,
     ready_timeout: float = READY_TIMEOUT,
     spec: LaunchSpec | None = None,
+    probes: Probes = NETWORK,
 ) -> None:
     """Start it (with `spec`, e.g. a rollout stage's, else conduit.toml's) and, once ready
     (within `ready_timeout` s, else ConduitctlError and it stays drained), put it back in
@@ -164,7 +155,7 @@ def undrain(
     _check(settings, name)
     spec = spec or next(s for s in launch_specs(settings) if s.name == name)
     runtime.start(spec)
-    if wait_ready(settings, [spec.backend], ready_timeout):
+    if probes.wait(settings, [spec.backend], ready_timeout):
         raise ConduitctlError(
             f"{name} not ready {ready_timeout:g}s after undrain; see `conduitctl logs {name}`"
         )
@@ -186,6 +177,7 @@ def restart_when_quiet(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     spec: LaunchSpec | None = None,
+    probes: Probes = NETWORK,
 ) -> DrainResult:
     """No front: wait up to `timeout` s for its sessions to be at or below `low_clients`
     (None: LOW_WATER_FRACTION of its max clients), then restart it (with `spec`, e.g. a
@@ -202,12 +194,12 @@ def restart_when_quiet(
     mark = low_water(spec.backend.max_clients) if low_clients is None else low_clients
     started = clock()
     deadline = started + timeout
-    samples = [sessions(settings, name)]
+    samples = [probes.sessions(settings, name)]
     while (moment := restart_moment(samples, mark, clock(), deadline)) is Moment.WAIT:
         if len(samples) == 1:
             progress(f"{name}: {samples[0]} sessions; waiting for {mark} or fewer (no front)")
         sleep(max(0.0, min(POLL_S, deadline - clock())))  # no later than the bound
-        samples.append(sessions(settings, name))
+        samples.append(probes.sessions(settings, name))
     left = samples[-1]
     waited = round(clock() - started, 2)
     if moment is Moment.TIMED_OUT:
@@ -219,7 +211,7 @@ def restart_when_quiet(
     with holding(settings.state_dir, [name], seconds=ready_timeout + 60):
         runtime.stop(name)
         runtime.start(spec)
-        if wait_ready(settings, [spec.backend], ready_timeout):
+        if probes.wait(settings, [spec.backend], ready_timeout):
             raise ConduitctlError(
                 f"{name} not ready {ready_timeout:g}s after its restart; "
                 f"see `conduitctl logs {name}`"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from conduitctl.fleet import BackendSpec
+from conduitctl.fleet import BackendSpec, desired_backends
 from conduitctl.observe.probe import tcp_probe
 from conduitctl.observe.scrape import scrape
 from conduitctl.settings import Settings
@@ -35,3 +37,27 @@ def wait_ready(settings: Settings, backends: list[BackendSpec], timeout: float) 
         if pending:
             time.sleep(0.05)
     return sorted(pending)
+
+
+def sessions(settings: Settings, name: str) -> int | None:
+    """Connected + connecting clients from the backend's /metrics (None: unreadable)."""
+    backend = next(b for b in desired_backends(settings) if b.name == name)
+    result = scrape(backend.host, backend.metrics_port, timeout=1.0)
+    if not result.ok:
+        return None
+    v = result.values
+    return int(v.get("conduit_connected_clients", 0) + v.get("conduit_connecting_clients", 0))
+
+
+@dataclass(frozen=True)
+class Probes:
+    """How a change reads its backends over the network: is one ready, wait until some are
+    (the names still not ready after `timeout` s), how many sessions one serves. The real
+    ones by default; unit tests pass in-memory ones."""
+
+    ready: Callable[[Settings, BackendSpec], bool] = is_ready
+    wait: Callable[[Settings, list[BackendSpec], float], list[str]] = wait_ready
+    sessions: Callable[[Settings, str], int | None] = sessions
+
+
+NETWORK = Probes()

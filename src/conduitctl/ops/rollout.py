@@ -26,7 +26,7 @@ from conduitctl.front.base import Front
 from conduitctl.intent import holding
 from conduitctl.ops import snapshots
 from conduitctl.ops.converge import up
-from conduitctl.ops.ready import is_ready
+from conduitctl.ops.ready import NETWORK, Probes
 from conduitctl.rollout_plan import (
     Gates,
     Sample,
@@ -122,6 +122,7 @@ class Driver:
     progress: Progress = lambda _: None
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
+    probes: Probes = NETWORK  # readiness and sessions of the backends (network by default)
 
     @property
     def state_dir(self) -> Path:
@@ -190,19 +191,20 @@ class Driver:
 
         if not new.front.enabled:
             draining.restart_when_quiet(new, self.runtime, spec.name, timeout=drain_timeout,
-                                        spec=spec, progress=self.progress)  # fmt: skip
+                                        spec=spec, progress=self.progress,
+                                        probes=self.probes)  # fmt: skip
             return
         draining.drain(new, self.runtime, self.front, spec.name, timeout=drain_timeout,
-                       progress=self.progress)  # fmt: skip
+                       progress=self.progress, probes=self.probes)  # fmt: skip
         draining.undrain(new, self.runtime, self.front, spec.name, spec=spec,
-                         progress=self.progress)  # fmt: skip
+                         progress=self.progress, probes=self.probes)  # fmt: skip
 
     def soak(self, state: RolloutState, new: Settings) -> str | None:
         label = f"stage {state.stage + 1}/{len(state.stages)}"
         self.progress(f"{label}: soaking {state.soak_s:g}s under the gates")
         old, _ = settings_pair(self.state_dir)
         specs = stage_specs(old, new, state.upgraded, state.clients)
-        sampler = Sampler(new, self.runtime, specs, state.upgraded)
+        sampler = Sampler(new, self.runtime, specs, state.upgraded, self.probes)
         soak = Soak()
         started = state.soak_started_at or self.clock()
         last_shown = started
@@ -274,7 +276,8 @@ class Driver:
         names = old.backend_names()
         try:
             with holding(self.state_dir, names):
-                up(old, self.runtime, self.front_for(old), progress=self.progress, batch=2)
+                up(old, self.runtime, self.front_for(old), progress=self.progress, batch=2,
+                   probes=self.probes)  # fmt: skip
         except ConduitctlError as exc:  # not retried in a loop: a human must look
             state.phase = Phase.FAILED
             state.message = f"{failure}; the roll back stopped: {exc}"
@@ -302,10 +305,16 @@ class Sampler:
     """Samples the fleet once per call: state, restarts, readiness, OOM, CPU and memory."""
 
     def __init__(
-        self, settings: Settings, runtime: Runtime, specs: list[LaunchSpec], upgraded: int
+        self,
+        settings: Settings,
+        runtime: Runtime,
+        specs: list[LaunchSpec],
+        upgraded: int,
+        probes: Probes = NETWORK,
     ) -> None:
         self.settings = settings
         self.runtime = runtime
+        self.probes = probes
         self.specs = specs
         self.upgraded = upgraded
         self.cpu: dict[str, tuple[float, float]] = {}
@@ -337,7 +346,7 @@ class Sampler:
                     upgraded=b.index <= self.upgraded,
                     running=running,
                     instance=(f"{status.pid}:{status.restart_count}" if status else None),
-                    ready=running and is_ready(self.settings, b),
+                    ready=running and self.probes.ready(self.settings, b),
                     oom=bool(status and status.oom_killed and not running)
                     or (ooms is not None and base is not None and ooms > base),
                     cpu_percent=cpu_percent,

@@ -14,7 +14,7 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,8 @@ class Slot:
 
 
 Sink = Callable[[Event], None]
+# (profile, backends, timeout) -> each backend's probe: probe_all over the network by default
+Prober = Callable[[str, list[BackendSpec], float], Awaitable[dict[str, ProbeOutcome]]]
 
 
 class Supervisor:
@@ -110,6 +112,7 @@ class Supervisor:
         host_observer: Callable[[], HostObservation] | None = None,
         queue_reader: Callable[[set[int]], Mapping[int, Any]] | None = None,
         fleet_capacity: int | None = None,
+        prober: Prober = probe_all,
     ) -> None:
         self.settings = settings
         self.runtime = runtime
@@ -124,6 +127,7 @@ class Supervisor:
         self.front_queues: Mapping[int, Any] = {}
         # The planner's limit for the whole host: survivors are raised to a share of it.
         self.fleet_capacity = fleet_capacity
+        self.prober = prober
         h = settings.health
         self.policy = RestartPolicy(
             backoff=h.restart_backoff,
@@ -299,7 +303,7 @@ class Supervisor:
         targets = [s.backend for s in self.slots.values() if s.running]
         if not targets:
             return {}
-        return await probe_all(
+        return await self.prober(
             self.settings.workload.profile, targets, self.settings.health.timeout
         )
 
