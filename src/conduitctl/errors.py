@@ -46,3 +46,29 @@ class Busy(ConduitctlError):
 
 class Refused(BadInput):
     """A change refused whole, before any step: one of its steps would fail."""
+
+
+LONG_WORD = 80  # a value longer than this is shortened in a message
+LONG_PATH = 300  # a path may be long and still be the operator's own: only this is too long
+
+
+def shorten(message: str) -> str:
+    """Each overlong word of a message (a 5,000-digit index, a pasted blob) as its start,
+    its end and its length, so the one line stays one readable line."""
+    out = []
+    for word in message.split(" "):
+        limit = LONG_PATH if "/" in word else LONG_WORD
+        if len(word) > limit:
+            tail = word[-1] if word[-1] in ";,.:" else ""  # the sentence's, not the value's
+            value = word[: len(word) - len(tail)]
+            word = f"{value[:30]}...{value[-10:]} ({len(value)} characters){tail}"
+        out.append(word)
+    return " ".join(out)
+
+
+def not_utf8(source: str, data: bytes, exc: UnicodeDecodeError) -> str:
+    """The one line for a file that is not UTF-8 text: where, never what (it may be a secret)."""
+    line = data.count(b"\n", 0, exc.start) + 1
+    return (
+        f"{source}: not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save it as UTF-8"
+    )

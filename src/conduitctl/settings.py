@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 from enum import StrEnum
 from pathlib import Path
@@ -23,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from conduitctl.errors import ConfigError
+from conduitctl.errors import ConfigError, not_utf8
 from conduitctl.statedir import resolve_state_dir
 from conduitctl.units import parse_duration, parse_size
 from conduitctl.workloads import PROFILES
@@ -376,7 +377,7 @@ def find_config(explicit: Path | None) -> Path:
 def load_settings(path: Path) -> Settings:
     """Read and validate a conduit.toml. Raises ConfigError with one line naming key and fix."""
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: no such config; create one with `conduitctl init` or pass --config PATH"
@@ -385,6 +386,10 @@ def load_settings(path: Path) -> Settings:
         raise ConfigError(
             f"{path}: cannot read config ({exc.strerror}); check its permissions"
         ) from None
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(not_utf8(str(path), data, exc)) from None
     return anchor_state_dir(parse_settings(text, source=str(path)), path)
 
 
@@ -404,6 +409,12 @@ def parse_settings(text: str, source: str = "conduit.toml") -> Settings:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML ({exc}); fix the syntax") from None
+    except ValueError:  # an integer of more than 4,300 digits: no setting takes one
+        long = re.search(r"\d{1000,}", text)
+        where = f"line {text.count(chr(10), 0, long.start()) + 1}" if long else "a value"
+        raise ConfigError(
+            f"{source}: {where} holds a number too long for any setting; shorten it"
+        ) from None
     return settings_from_dict(data, source)
 
 

@@ -90,6 +90,47 @@ def test_bad_arguments_exit_2_with_one_line(args, needle):
     assert "Traceback" not in result.stderr
 
 
+LONG = "9" * 5000
+
+
+@pytest.mark.parametrize(
+    ("files", "args", "needle"),
+    [
+        ({"conduit.toml": b'[cluster]\nname = "caf\xe9"\n'}, ["config", "check"],
+         "conduit.toml: not UTF-8 text (byte 0xe9 on line 2); save it as UTF-8"),
+        ({"settings.conf": b"CONTAINERS=3\nTELEGRAM_BOT_TOKEN=\xff123\n"},
+         ["import-settings", "{dir}/settings.conf", "-o", "{dir}/out.toml"],
+         "settings.conf: not UTF-8 text (byte 0xff on line 2)"),
+        ({"conduit.toml": f"[cluster]\ncontainers = {LONG}\n".encode()}, ["config", "check"],
+         "line 2 holds a number too long for any setting"),
+        ({"conduit.toml": b""}, ["logs", f"c-{LONG}"], "(5002 characters); choose one of"),
+        ({}, ["plan", "--cpus", "inf"], "--cpus inf: give a finite number"),
+        ({}, ["plan", "--cpus", "1e308"], "--cpus 1e+308: give a finite number"),
+        ({"conduit.toml": b"", "out": None}, ["render", "nginx", "-o", "{dir}/out"],
+         "is a directory; give a file, e.g."),
+    ],
+    ids=["toml-not-utf8", "settings-conf-not-utf8", "5000-digit-setting", "5000-digit-index",
+         "cpus-inf", "cpus-1e308", "render-into-a-directory"],
+)  # fmt: skip
+def test_hostile_input_exits_2_with_one_short_line(tmp_path, files, args, needle):
+    for name, data in files.items():
+        if data is None:
+            (tmp_path / name).mkdir()
+        else:
+            (tmp_path / name).write_bytes(data)
+    argv = [a.replace("{dir}", str(tmp_path)) for a in args]
+    if "conduit.toml" in files:
+        argv += ["--config", str(tmp_path / "conduit.toml")]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = run(*argv)
+    assert result.returncode == 2, result.stderr
+    assert needle in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert len(result.stderr) < 300  # long values are shortened
+    assert "123" not in result.stderr  # a file's bytes never echoed: they may be a token
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
 def test_config_check_bad_value_one_line(tmp_path):
     config = tmp_path / "conduit.toml"
     config.write_text("[workload]\nmax_clients = 5000\n")

@@ -19,7 +19,7 @@ from conduitctl.cli import setup, fleet, operate, supervisor, change, drills  # 
 
 # isort: on
 from conduitctl.cli.common import app, err
-from conduitctl.errors import ConduitctlError
+from conduitctl.errors import ConduitctlError, shorten
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,10 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         ctx = getattr(exc, "ctx", None)
         hint = f"; see `{ctx.command_path} --help`" if ctx else ""
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-        err.print(f"error: {message}{hint}", markup=False, highlight=False)
+        err.print(f"error: {shorten(message)}{hint}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except ConduitctlError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        err.print(f"error: {shorten(str(exc))}", markup=False, highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         fd, log_path = tempfile.mkstemp(prefix="conduitctl-error-", suffix=".log")
         with os.fdopen(fd, "w") as handle:
             handle.write(traceback.format_exc())
-        err.print(f"unexpected error: {sys.exc_info()[1]!r}; traceback in {log_path}")
+        err.print(
+            f"unexpected error: {sys.exc_info()[1]!r}; traceback in {log_path}", soft_wrap=True
+        )
         return 1
     return result if isinstance(result, int) else 0
 

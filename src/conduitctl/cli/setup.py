@@ -3,6 +3,7 @@ sim build-image."""
 
 from __future__ import annotations
 
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +26,7 @@ from conduitctl.cli.common import (
     out,
     sim_app,
 )
-from conduitctl.errors import BadInput, CheckFailed
+from conduitctl.errors import BadInput, CheckFailed, not_utf8
 from conduitctl.hostinfo import render_env
 from conduitctl.legacy import convert, parse_settings_conf
 from conduitctl.settings import (
@@ -36,6 +37,8 @@ from conduitctl.settings import (
     settings_from_dict,
 )
 from conduitctl.settings_file import holds_secrets, settings_to_toml, write_config
+
+HOST_LIMIT = 1_000_000.0  # no host has more CPUs, GB or Mbps: a bigger number is a typo
 
 
 def _print_plan(plan: Plan, notes: list[str]) -> None:
@@ -94,6 +97,10 @@ def plan(
     as_json: JsonOpt = False,
 ) -> None:
     """Capacity plan: CPU, memory, network and fd limits side by side, the bottleneck named."""
+    for flag, value in (("--cpus", cpus), ("--memory-gb", memory_gb), ("--nic-mbps", nic_mbps),
+                        ("--bandwidth-mbps", bandwidth_mbps)):  # fmt: skip
+        if value is not None and not (math.isfinite(value) and value <= HOST_LIMIT):
+            raise BadInput(f"{flag} {value:g}: give a finite number up to {HOST_LIMIT:g}")
     path = find_config(config)
     settings = load_settings(path) if (config or path.exists()) else None
     planned, notes = plan_input(
@@ -205,12 +212,16 @@ def import_settings(
 ) -> None:
     """Convert conduit-manager's settings.conf into conduit.toml (0600 when it holds secrets)."""
     try:
-        text = source.read_text()
+        data = source.read_bytes()
     except OSError as exc:
         raise BadInput(
             f"{source}: cannot read ({exc.strerror}); pass the path of conduit-manager's "
             "settings.conf"
         ) from None
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        raise BadInput(not_utf8(str(source), data, exc)) from None
     imported = convert(parse_settings_conf(text, str(source)), str(source))
     settings = settings_from_dict(imported.data, source=str(source))
     path = output or find_config(config)
@@ -266,6 +277,9 @@ def render_cmd(
         with tempfile.TemporaryDirectory(prefix="conduitctl-check-") as workdir:
             result = renderers.checker(target)(rendered, env, Path(workdir))
     if output is not None:
+        if output.is_dir():
+            raise BadInput(f"-o {output} is a directory; give a file, e.g. "
+                           f"{output / rendered.filename}")  # fmt: skip
         write_config(rendered.text, output, secret=False, force=True)
     if as_json:
         emit_json(
