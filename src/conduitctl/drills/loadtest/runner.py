@@ -11,10 +11,10 @@ import math
 import resource
 import signal
 import socket
-import time
 from collections.abc import Callable
 from typing import Any
 
+from conduitctl.drills.clock import REAL_CLOCK, Clock
 from conduitctl.drills.loadtest.clients import TcpClient, UdpClient
 from conduitctl.drills.loadtest.report import FailureReason, LoadReport, Snapshot, build_report
 from conduitctl.drills.loadtest.session import RunState
@@ -156,6 +156,8 @@ async def run_load(
     spec: LoadSpec,
     progress: Callable[[Snapshot], None] | None = None,
     stop: asyncio.Event | None = None,
+    *,
+    clock: Clock = REAL_CLOCK,
 ) -> LoadReport:
     """Run the load described by ``spec`` and return its report.
 
@@ -164,6 +166,9 @@ async def run_load(
     by ``duration_s + grace_s``. Every socket is closed on return, also on cancellation.
     ``progress`` gets a Snapshot about once a second and once at the end.
 
+    The run is timed by the event loop's own clock (``loop.time``, its timers and sleeps go
+    together; a test drives them with a loop of its own); ``clock`` gives the CPU time.
+
     Raises:
         BadInput: the fd limit cannot fit the clients, or the target name does not resolve.
     """
@@ -171,7 +176,7 @@ async def run_load(
     loop = asyncio.get_running_loop()
     family, ip = await _resolve(loop, spec)
     stop = stop if stop is not None else asyncio.Event()
-    cpu0 = time.process_time()
+    cpu0 = clock.cpu()
     run = RunState(spec, loop, family, ip, UdpClient if spec.udp else TcpClient)
     deadline = run.t0 + spec.duration_s
     hard_stop = deadline + spec.grace_s
@@ -234,7 +239,7 @@ async def run_load(
         run.results,
         duration_s=elapsed,
         peak_open=run.peak_open,
-        cpu_s=time.process_time() - cpu0,
+        cpu_s=clock.cpu() - cpu0,
         stopped_early=stopped_early,
         error_examples=run.examples,
     )
