@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -161,6 +162,15 @@ class Runtime(Protocol):
 
     def usage(self, pid: int) -> tuple[float | None, int | None]:
         """(cpu seconds, resident bytes) of a running backend, read cheaply (every tick)."""
+        ...
+
+    # --- signals (the chaos drill) ---
+
+    def send_signal(self, name: str, sig: signal.Signals, pid: int | None = None) -> bool:
+        """Send `sig` to the backend's main process (docker: the container's). With `pid`,
+        only while that very process still runs as the backend (not replaced since).
+
+        True when sent; False when the backend runs no process, or another one than `pid`."""
         ...
 
 

@@ -8,6 +8,7 @@ pulled unless workload.pull = true.
 from __future__ import annotations
 
 import contextlib
+import signal
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
@@ -427,3 +428,23 @@ class DockerRuntime:
             time.sleep(0.05)
             status = self.status(name)
         return status
+
+    # --- signals (the chaos drill) ---
+
+    def send_signal(self, name: str, sig: signal.Signals, pid: int | None = None) -> bool:
+        """Through the API (the container's main process); `pid` is its host pid (State.Pid)."""
+        import docker.errors
+
+        container = self._get(name)
+        if container is None:
+            return False
+        state = container.attrs.get("State", {})
+        if not state.get("Running") or (pid is not None and state.get("Pid") != pid):
+            return False
+        try:
+            container.kill(signal=sig.name)
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:  # it stopped between the look and the kill
+                return False
+            raise
+        return True

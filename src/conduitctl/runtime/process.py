@@ -286,6 +286,18 @@ class ProcessRuntime:
                 else:
                     time.sleep(0.2)
 
+    # --- signals (the chaos drill) ---
+
+    def send_signal(self, name: str, sig: signal.Signals, pid: int | None = None) -> bool:
+        proc = self._live_process(self._dir(name))
+        if proc is None or (pid is not None and proc.pid != pid):
+            return False
+        try:
+            proc.send_signal(sig)  # psutil refuses a pid reused since `proc` was read
+        except psutil.NoSuchProcess:
+            return False
+        return True
+
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
