@@ -13,6 +13,7 @@ see the assignments at the bottom.
 from __future__ import annotations
 
 import itertools
+import signal
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -191,6 +192,16 @@ class FakeRuntime:
 
     def oom_kills_since(self, since: float, until: float) -> set[str]:
         return {name for name, when in self.oom_log if since <= when <= until}
+
+    def send_signal(self, name: str, sig: signal.Signals, pid: int | None = None) -> bool:
+        self.calls.append(("signal", name, sig.name))
+        backend = self.containers.get(name)
+        if backend is None or backend.state != State.RUNNING or pid not in (None, backend.pid):
+            return False
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            backend.state, backend.pid = State.STOPPED, None
+            backend.exit_code = 128 + sig.value
+        return True
 
     def usage(self, pid: int) -> tuple[float | None, int | None]:
         if any(b.pid == pid and b.state == State.RUNNING for b in self.containers.values()):
