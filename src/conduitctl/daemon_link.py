@@ -19,6 +19,7 @@ from conduitctl.errors import ConduitctlError
 from conduitctl.statedir import StateDir, write_atomic
 
 START_TIMEOUT_S = 15.0
+LOG_MODE = 0o640  # the daemon's and the rollout driver's output: the adm group may read it
 
 
 def pid_file(state_dir: Path) -> Path:
@@ -60,7 +61,9 @@ def release(state_dir: Path) -> None:
 def spawn_detached(argv: list[str], out: Path) -> subprocess.Popen[bytes]:
     """A process in its own session (it outlives this command and its terminal), its
     output appended to `out`."""
-    with out.open("ab") as handle:
+    fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_MODE)
+    os.fchmod(fd, LOG_MODE)  # an older 0644 one, or a umask that would widen it
+    with os.fdopen(fd, "ab") as handle:
         return subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,

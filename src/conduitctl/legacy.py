@@ -45,7 +45,7 @@ def parse_settings_conf(text: str, source: str = "settings.conf") -> dict[str, s
         match = _LINE.match(line)
         if not match:
             raise ConfigError(
-                f"{source}:{number}: not a KEY=value line ({stripped[:40]!r}); fix or remove it"
+                f"{source}:{number}: not a KEY=value line; fix or remove it"  # never its text
             )
         key, raw = match.groups()
         try:

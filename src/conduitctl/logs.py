@@ -20,6 +20,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -158,6 +159,63 @@ class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
         return open(fd, "a", encoding=self.encoding, errors=self.errors)
 
 
+# Libraries that log request lines (urllib3: "POST /bot<TOKEN>/sendMessage") or their own
+# chatter at debug: pinned to WARNING whatever the daemon's level.
+QUIET_LOGGERS = ("urllib3", "requests", "apprise", "docker", "asyncio", "markdown")
+SECRET_MIN = 6  # shorter URL pieces (a port, "api", "v2") are not worth hiding
+
+
+def url_secrets(urls: Iterable[str]) -> set[str]:
+    """What of each notifier URL must never reach a log: everything after the scheme, and
+    each piece of it (user, password, host, path segment, query value) long enough to be
+    a token."""
+    found: set[str] = set()
+    for url in urls:
+        _, sep, rest = url.partition("://")
+        rest = rest if sep else url
+        if len(rest) >= SECRET_MIN:
+            found.add(rest)
+        found.update(p for p in re.split(r"[/?&=@:#]", rest) if len(p) >= SECRET_MIN)
+    return found
+
+
+class RedactSecrets(logging.Filter):
+    """Replaces every known secret in a record (its message, its arguments, its extras, its
+    traceback) with ***, before any handler formats it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: tuple[str, ...] = ()
+
+    def set(self, secrets: Iterable[str]) -> None:
+        self.secrets = tuple(sorted(set(secrets), key=len, reverse=True))  # longest first
+
+    def scrub(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        record.msg, record.args = self.scrub(record.getMessage()), None
+        for key, value in list(record.__dict__.items()):
+            if key not in _RECORD_ATTRS and isinstance(value, str):
+                setattr(record, key, self.scrub(value))
+        if record.exc_info:
+            record.exc_text = self.scrub(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+REDACT = RedactSecrets()  # one per process: `set_secrets` swaps what it hides (SIGHUP)
+
+
+def set_secrets(urls: Iterable[str]) -> None:
+    """The notifier URLs whose secrets the log handlers hide from now on."""
+    REDACT.set(url_secrets(urls))
+
+
 def setup_logging(
     level: str = "info",
     json: bool = False,
@@ -165,6 +223,7 @@ def setup_logging(
     max_bytes: int = MAX_BYTES,
     backups: int = BACKUPS,
     stream: TextIO | None = None,
+    secret_urls: Iterable[str] = (),
 ) -> None:
     """Configure the root logger: one handler on `stream` (default: sys.stderr at call time)
     and, with `file`, a rotating file (mode 0640, parent created) that rolls over at
@@ -198,8 +257,12 @@ def setup_logging(
     for old in [h for h in root.handlers if getattr(h, "_conduitctl", False)]:
         root.removeHandler(old)
         old.close()
+    set_secrets(secret_urls)
     for handler in handlers:
         handler.setFormatter(formatter)
+        handler.addFilter(REDACT)
         handler._conduitctl = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(numeric)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))

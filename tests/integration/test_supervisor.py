@@ -302,6 +302,8 @@ def test_events_and_history_commands(fleet):
     # `up` records its change before it starts the supervisor
     assert [e["kind"] for e in events[:2]] == ["change", "daemon_start"]
     assert events[0]["data"]["command"] == "up"
+    [out] = config.parent.rglob("daemon.out")  # the daemon's output: never world-readable
+    assert out.stat().st_mode & 0o777 == 0o640
     deaths = cli_json("events", "--config", str(config), "--kind", "death")
     assert deaths == []
     points = cli_json("history", "--config", str(config), "--backend", "seh-1", "--since", "5m")

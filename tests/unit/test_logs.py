@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conduitctl.errors import BadInput
-from conduitctl.logs import logfmt_value, parse_logfmt, setup_logging
+from conduitctl.logs import logfmt_value, parse_logfmt, setup_logging, url_secrets
 
 log = logging.getLogger("conduitctl.daemon")
 
@@ -159,3 +159,35 @@ def test_unwritable_log_file_is_bad_input(tmp_path: Path):
     blocker.write_text("")
     with pytest.raises(BadInput, match="cannot open"):
         setup_logging(file=blocker / "sub" / "x.log", stream=io.StringIO())
+
+
+TOKEN = "123456:AAHsecretTOKENvalue"
+URL = f"tgram://{TOKEN}/987654321"
+
+
+def test_a_notifier_secret_never_reaches_a_log_line(tmp_path):
+    stream = io.StringIO()
+    log_file = tmp_path / "daemon.log"
+    setup_logging("debug", file=log_file, stream=stream, secret_urls=[URL])
+    try:
+        logging.getLogger("conduitctl.test").info("sending to %s", URL, extra={"target": URL})
+        # what urllib3 logs at debug, pinned to WARNING now: a warning still goes through
+        logging.getLogger("urllib3.connectionpool").debug(f"POST /bot{TOKEN}/sendMessage")
+        logging.getLogger("urllib3.connectionpool").warning(f"retrying /bot{TOKEN}/sendMessage")
+        try:
+            raise RuntimeError(f"refused {URL}")
+        except RuntimeError:
+            logging.getLogger("conduitctl.test").exception("send failed")
+    finally:
+        setup_logging("info", stream=io.StringIO())
+    written = stream.getvalue() + log_file.read_text()
+    assert TOKEN not in written and "AAHsecret" not in written and "987654321" not in written
+    assert "sendMessage" in written and "retrying" in written  # the warning itself is kept
+    assert "POST" not in written  # the debug request line is not
+    assert written.count("***") >= 4
+
+
+def test_url_secrets_are_the_pieces_long_enough_to_be_tokens():
+    found = url_secrets(["json://user:hunter22@example.org:8080/hook/abc", "mailto://x@y.z"])
+    assert {"hunter22", "example.org", "user:hunter22@example.org:8080/hook/abc"} <= found
+    assert not {"8080", "hook", "abc", "user"} & found

@@ -34,6 +34,7 @@ def daemon(config: ConfigOpt = None) -> None:
         level=settings.daemon.log_level,
         json=settings.daemon.log_json,
         file=render_env(settings, path).log_dir / "daemon.log",
+        secret_urls=settings.alerts.notifiers,
     )
     run_daemon(settings, path)  # conduit.toml parsed once
 

@@ -18,6 +18,7 @@ from conduitctl.errors import BadInput
 from conduitctl.events import Event, EventKind
 from conduitctl.front import front_for
 from conduitctl.hostinfo import render_env
+from conduitctl.logs import set_secrets
 from conduitctl.metrics import Exporter, MetricsServer
 from conduitctl.notify import Dispatcher, notifiers_from_urls
 from conduitctl.observe.host import HostObserver
@@ -171,6 +172,7 @@ async def _serve(settings: Settings, config_path: Path) -> None:
             return
         supervisor.reconfigure(fresh, front_for(fresh, render_env(fresh, config_path)))
         outputs.reconfigure(fresh)
+        set_secrets(fresh.alerts.notifiers)  # a revoked URL is hidden, a new one too
         log.info("settings reloaded", extra={"config": str(config_path)})
 
     install_signal_handlers(supervisor, reload)
