@@ -23,7 +23,7 @@ from conduitctl.front import front_for
 from conduitctl.hostinfo import render_env
 from conduitctl.observe.scrape import scrape
 from conduitctl.ops import converge
-from conduitctl.ops.keys import KEY_FILE, DockerKeys
+from conduitctl.ops.keys import KEY_FILE
 from conduitctl.ops.legacy_layout import (
     from_legacy,
     legacy_active,
@@ -34,6 +34,7 @@ from conduitctl.ops.legacy_layout import (
 )
 from conduitctl.runtime import runtime_for
 from conduitctl.runtime.base import State
+from conduitctl.runtime.docker_keys import DockerKeys
 from conduitctl.settings import Settings, load_settings
 
 pytestmark = [pytest.mark.docker]

@@ -12,6 +12,7 @@ see the assignments at the bottom.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import signal
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -22,7 +23,16 @@ from conduitctl.errors import ValidationFailed
 from conduitctl.fleet import BackendSpec
 from conduitctl.front.base import Front, FrontStatus
 from conduitctl.ops.ready import Probes
-from conduitctl.runtime.base import BackendStatus, LaunchSpec, Runtime, State
+from conduitctl.runtime.base import (
+    BackendStatus,
+    ExitWatcher,
+    KeyStore,
+    LaunchSpec,
+    LegacyLayout,
+    OnRuntimeEvent,
+    Runtime,
+    State,
+)
 from conduitctl.settings import Settings
 from conduitctl.supervise.probes import ProbeOutcome
 
@@ -193,6 +203,17 @@ class FakeRuntime:
     def oom_kills_since(self, since: float, until: float) -> set[str]:
         return {name for name, when in self.oom_log if since <= when <= until}
 
+    def key_store(self, settings: Settings) -> KeyStore:
+        return FakeKeys(self)
+
+    def legacy(self, settings: Settings) -> LegacyLayout | None:
+        return None  # the process runtime's answer: no conduit-manager layout here
+
+    def watch_exits(
+        self, loop: asyncio.AbstractEventLoop, on_event: OnRuntimeEvent
+    ) -> ExitWatcher | None:
+        return None  # deaths are found by the tick, as a runtime without events does
+
     def send_signal(self, name: str, sig: signal.Signals, pid: int | None = None) -> bool:
         self.calls.append(("signal", name, sig.name))
         backend = self.containers.get(name)
@@ -359,3 +380,23 @@ def stale(spec: LaunchSpec, image: str = "conduit-sim:old") -> LaunchSpec:
 # The Protocols, checked by mypy: a fake that drifts from its Protocol fails `make lint`.
 _runtime: Runtime = FakeRuntime()
 _front: Front = FakeFront()
+
+
+@dataclass
+class FakeKeys:
+    """The fake runtime's key store: its `keys` dict."""
+
+    runtime: FakeRuntime
+
+    def read(self, backend: str) -> bytes | None:
+        return self.runtime.keys.get(backend)
+
+    def write(self, backend: str, data: bytes) -> None:
+        self.runtime.calls.append(("key.write", backend))
+        self.runtime.keys[backend] = data
+
+    def running(self, backend: str) -> bool:
+        return self.runtime.status(backend).state == State.RUNNING
+
+    def names(self) -> list[str]:
+        return sorted(self.runtime.keys)

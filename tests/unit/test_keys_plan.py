@@ -11,6 +11,7 @@ import pytest
 from conduitctl.errors import BadInput
 from conduitctl.ops import keys
 from conduitctl.ops.keys import Change, Manifest, Status
+from conduitctl.runtime.docker_keys import parse_user
 from conduitctl.settings import Settings, settings_from_dict
 
 T = 1_795_000_000.0  # 2026-11-18T...Z
@@ -138,7 +139,7 @@ def test_restore_refusal(change: Change, running: bool, force: bool, refused: st
 @pytest.mark.parametrize(("user", "ids"), [("1000:1000", (1000, 1000)), ("1000", (1000, 1000)),
                                            ("0:5", (0, 5))])  # fmt: skip
 def test_parse_user(user: str, ids: tuple[int, int]) -> None:
-    assert keys.parse_user(user) == ids
+    assert parse_user(user) == ids
 
 
 # --- backup and restore on a fake store -------------------------------------------------------

@@ -9,17 +9,12 @@ import pytest
 from conduitctl import labels
 from conduitctl.errors import BadInput
 from conduitctl.ops import legacy_layout as ll
+from conduitctl.ops import legacy_plan as lp
 from conduitctl.ops.keys import sha256_hex
-from conduitctl.ops.legacy_layout import (
-    BackView,
-    KeyAction,
-    LegacyEntry,
-    LegacyRecord,
-    LegacySlot,
-    Occupant,
-    SlotView,
-)
+from conduitctl.ops.legacy_layout import LegacyRecord, LegacySlot
+from conduitctl.ops.legacy_plan import BackView, KeyAction, LegacyEntry, Occupant, SlotView
 from conduitctl.runtime.base import LaunchSpec, launch_specs
+from conduitctl.runtime.docker_legacy import legacy_container_kwargs
 from conduitctl.settings import settings_from_dict
 
 T = 1_795_000_000.0
@@ -74,7 +69,7 @@ def test_legacy_volume_is_ours_only_for_cluster_conduit_from_index_two() -> None
     ],
 )
 def test_key_action(source: bytes | None, target: bytes | None, action: KeyAction) -> None:
-    assert ll.key_action(source, target) == action
+    assert lp.key_action(source, target) == action
 
 
 OURS_2 = {
@@ -98,7 +93,7 @@ OURS_2 = {
     ],
 )
 def test_occupant(found: dict[str, str] | None, index: int, expected: Occupant) -> None:
-    assert ll.occupant(found, "conduit", index) == expected
+    assert lp.occupant(found, "conduit", index) == expected
 
 
 # --- plans ----------------------------------------------------------------------------------
@@ -148,7 +143,7 @@ def view(
 def test_plan_for_cluster_conduit_handles_both_collisions() -> None:
     fleet = specs("conduit")
     keys = [b"k1", b"k2", b"k3"]
-    steps, refusals = ll.plan_to_legacy(
+    steps, refusals = lp.plan_to_legacy(
         [view(s, our_key=k) for s, k in zip(fleet, keys, strict=True)], "conduit"
     )
     assert refusals == []
@@ -165,7 +160,7 @@ def test_plan_for_cluster_conduit_handles_both_collisions() -> None:
 
 
 def test_plan_for_another_cluster_copies_every_key() -> None:
-    steps, refusals = ll.plan_to_legacy([view(s) for s in specs("dkt")], "dkt")
+    steps, refusals = lp.plan_to_legacy([view(s) for s in specs("dkt")], "dkt")
     assert refusals == []
     assert [s.key for s in steps] == [KeyAction.COPY] * 3
     assert not any(s.shared_volume for s in steps)
@@ -178,7 +173,7 @@ def test_plan_after_a_partial_switch_takes_its_own_legacy_containers_again() -> 
         view(fleet[0], our_name=None, legacy_name=legacy, legacy_key=b"key"),
         view(fleet[1], our_name=legacy),
     ]
-    steps, refusals = ll.plan_to_legacy(views, "conduit")
+    steps, refusals = lp.plan_to_legacy(views, "conduit")
     assert refusals == []
     assert [(s.our_occupant, s.legacy_occupant) for s in steps] == [
         (Occupant.FREE, Occupant.LEGACY),
@@ -190,7 +185,7 @@ def test_plan_after_a_partial_switch_takes_its_own_legacy_containers_again() -> 
 def test_a_foreign_conduit_container_refuses_naming_conduit_manager() -> None:
     fleet = specs("conduit")
     views = [view(fleet[0], legacy_name={}), *(view(s) for s in fleet[1:])]
-    _, refusals = ll.plan_to_legacy(views, "conduit")
+    _, refusals = lp.plan_to_legacy(views, "conduit")
     assert len(refusals) == 1
     assert "a container named conduit exists" in refusals[0]
     assert "conduit-manager still running?" in refusals[0]
@@ -200,14 +195,14 @@ def test_a_foreign_conduit_container_refuses_naming_conduit_manager() -> None:
 def test_a_foreign_container_under_a_shared_name_refuses_once() -> None:
     fleet = specs("conduit")
     views = [view(fleet[0]), view(fleet[1], our_name={}), view(fleet[2])]
-    _, refusals = ll.plan_to_legacy(views, "conduit")
+    _, refusals = lp.plan_to_legacy(views, "conduit")
     assert len(refusals) == 1 and "a container named conduit-2 exists" in refusals[0]
 
 
 def test_a_legacy_volume_with_another_key_refuses_naming_both() -> None:
     fleet = specs("dkt")
     views = [view(fleet[0], our_key=b"ours", legacy_key=b"theirs"), *(view(s) for s in fleet[1:])]
-    _, refusals = ll.plan_to_legacy(views, "dkt")
+    _, refusals = lp.plan_to_legacy(views, "dkt")
     assert len(refusals) == 1
     why = refusals[0]
     assert "conduit-data" in why and "dkt-data-1" in why and "dkt-1" in why
@@ -216,13 +211,13 @@ def test_a_legacy_volume_with_another_key_refuses_naming_both() -> None:
 
 
 def test_refuse_raises_the_first_and_counts_the_rest() -> None:
-    ll.refuse("the switch", [])
+    lp.refuse("the switch", [])
     with pytest.raises(BadInput, match=r"the switch refused, nothing changed: a \(and 2 more\)"):
-        ll.refuse("the switch", ["a", "b", "c"])
+        lp.refuse("the switch", ["a", "b", "c"])
 
 
 def entry(cluster: str, index: int) -> LegacyEntry:
-    return ll.entry_for(cluster, index)
+    return lp.entry_for(cluster, index)
 
 
 def test_entry_for_a_labelled_container() -> None:
@@ -252,7 +247,7 @@ def test_plan_back(
     remove: bool,
     action: KeyAction,
 ) -> None:
-    steps, refusals = ll.plan_from_legacy(
+    steps, refusals = lp.plan_from_legacy(
         [BackView(entry("conduit", 1), found, legacy_key, our_key)], "conduit"
     )
     assert refusals == []
@@ -260,7 +255,7 @@ def test_plan_back(
 
 
 def test_plan_back_refuses_a_different_key_in_our_volume() -> None:
-    _, refusals = ll.plan_from_legacy(
+    _, refusals = lp.plan_from_legacy(
         [BackView(entry("conduit", 1), LEGACY, b"legacy", b"ours")], "conduit"
     )
     assert len(refusals) == 1
@@ -268,7 +263,7 @@ def test_plan_back_refuses_a_different_key_in_our_volume() -> None:
 
 
 def test_plan_back_refuses_a_container_it_did_not_make() -> None:
-    _, refusals = ll.plan_from_legacy([BackView(entry("conduit", 2), {}, b"k", b"k")], "conduit")
+    _, refusals = lp.plan_from_legacy([BackView(entry("conduit", 2), {}, b"k", b"k")], "conduit")
     assert len(refusals) == 1 and "conduit-2 is no longer the legacy container" in refusals[0]
 
 
@@ -277,7 +272,7 @@ def test_plan_back_refuses_a_container_it_did_not_make() -> None:
 
 def test_legacy_container_kwargs() -> None:
     spec = specs("conduit")[0]
-    kwargs = ll.legacy_container_kwargs(spec, ll.legacy_slot(1), "conduit")
+    kwargs = legacy_container_kwargs(spec, ll.legacy_slot(1), "conduit")
     assert kwargs["name"] == "conduit"
     assert kwargs["image"] == spec.image == "conduit-sim:local"
     assert kwargs["command"] == spec.argv("/home/conduit/data")
@@ -291,8 +286,8 @@ def test_legacy_container_kwargs() -> None:
 
 
 def test_new_volume_labels() -> None:
-    assert ll.new_volume_labels("conduit", 1, "conduit-data") == {labels.LABEL_LEGACY: "conduit"}
-    assert ll.new_volume_labels("conduit", 2, "conduit-data-2") == ours("conduit", 2)
+    assert lp.new_volume_labels("conduit", 1, "conduit-data") == {labels.LABEL_LEGACY: "conduit"}
+    assert lp.new_volume_labels("conduit", 2, "conduit-data-2") == ours("conduit", 2)
 
 
 # --- the record -----------------------------------------------------------------------------

@@ -6,37 +6,31 @@ with a manifest.json of sha256 digests, and verifies each copy by reading it bac
 writes the keys of the newest backup back into the backends' data, refusing to replace a
 different key unless forced and refusing to touch a running backend (it reads the key at start).
 
-Where the key lives:
-- process runtime: STATE_DIR/process/NAME/data/conduit_key.json;
-- docker runtime: the named volume {cluster}-data-{i}, read and written through its Mountpoint
-  on the host (no container is run); when that path is not reachable (a remote or rootless
-  dockerd), through the existing container's archive API.
+Where the key lives is the runtime's business (`Runtime.key_store`): STATE_DIR/process/NAME/
+data/ for the process runtime (runtime/process.py), the named volume {cluster}-data-{i} for
+the docker runtime (runtime/docker_keys.py).
 
-Pure helpers (names, manifest, decisions) come first; the runtime edges follow.
+Pure helpers (names, manifest, decisions) come first; backup and restore follow.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
-import tarfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
 
-from conduitctl import labels
 from conduitctl.errors import BadInput, ConduitctlError
+from conduitctl.runtime.base import KEY_FILE, KeyStore, Runtime, read_key_file, write_key_file
 from conduitctl.settings import Settings
-from conduitctl.statedir import StateDir, write_atomic
+from conduitctl.statedir import StateDir
 
-KEY_FILE = "conduit_key.json"
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 SUFFIX = f".{KEY_FILE}"
@@ -230,225 +224,15 @@ def restore_refusal(
     return None
 
 
-# --- where keys live: one store per runtime -------------------------------------------------
+# --- where keys live: one store per runtime (Runtime.key_store) ---------------------------
 
 
-class KeyStore(Protocol):
-    def read(self, backend: str) -> bytes | None:
-        """The backend's key bytes, or None when it has none yet."""
-        ...
-
-    def write(self, backend: str, data: bytes) -> None:
-        """Write the key (0600, owned by the workload's user), atomically where possible."""
-        ...
-
-    def running(self, backend: str) -> bool: ...
-
-    def names(self) -> list[str]:
-        """Backends that have data (a data dir or volume), with or without a key."""
-        ...
-
-
-def _write_atomic(path: Path, data: bytes, uid: int | None = None, gid: int | None = None) -> None:
-    """A 0600 key file at `path`, owned by uid:gid when given (statedir.write_atomic)."""
-    owner = None if uid is None else (uid, gid if gid is not None else -1)
-    write_atomic(path, data, secret=True, owner=owner)
-
-
-def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise ConduitctlError(
-            f"cannot read {path}: {exc.strerror}; check its permissions"
-        ) from None
-
-
-class ProcessKeys:
-    """Keys in STATE_DIR/process/NAME/data/."""
-
-    def __init__(self, settings: Settings, runtime: Any) -> None:
-        self.runtime = runtime
-        self.root = StateDir(settings.state_dir).processes
-
-    def path(self, backend: str) -> Path:
-        return self.root / backend / "data" / KEY_FILE
-
-    def names(self) -> list[str]:
-        return list(self.runtime.data_names())
-
-    def read(self, backend: str) -> bytes | None:
-        return _read(self.path(backend))
-
-    def write(self, backend: str, data: bytes) -> None:
-        path = self.path(backend)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _write_atomic(path, data)
-
-    def running(self, backend: str) -> bool:
-        from conduitctl.runtime.base import State
-
-        return bool(self.runtime.status(backend).state in (State.RUNNING, State.RESTARTING))
-
-
-def parse_user(user: str) -> tuple[int, int]:
-    """container.user ("1000" or "1000:1000") as (uid, gid)."""
-    uid, _, gid = user.partition(":")
-    return int(uid), int(gid or uid)
-
-
-class DockerKeys:
-    """Keys in the named volumes, through the volume's Mountpoint (no container is run).
-
-    Falls back to the existing container's archive API when the Mountpoint is not reachable
-    from here (a remote or rootless dockerd).
-    """
-
-    def __init__(self, settings: Settings, runtime: Any) -> None:
-        from conduitctl.workloads import PROFILES
-
-        self.runtime = runtime
-        self.cluster = settings.cluster.name
-        self.data_dir = PROFILES[settings.workload.profile].data_dir
-        self.uid, self.gid = parse_user(settings.container.user)
-
-    @property
-    def client(self) -> Any:
-        return self.runtime.client
-
-    def names(self) -> list[str]:
-        return list(self.runtime.data_names())
-
-    def volume_of(self, backend: str) -> str:
-        """The named volume that holds `backend`'s data ({cluster}-data-{i})."""
-        return labels.volume_name(self.cluster, int(backend.rsplit("-", 1)[1]))
-
-    def _owned_labels(self, backend: str) -> dict[str, str]:
-        # the same labels the runtime gives its volumes
-        return {
-            labels.LABEL_OWNER: labels.OWNER,
-            labels.LABEL_CLUSTER: self.cluster,
-            labels.LABEL_INDEX: backend.rsplit("-", 1)[1],
-        }
-
-    def _volume(self, name: str, create_labels: dict[str, str] | None = None) -> Any | None:
-        """The volume called `name`; created with `create_labels` when missing and given."""
-        import docker.errors
-
-        try:
-            return self.client.volumes.get(name)
-        except docker.errors.NotFound:
-            if create_labels is None:
-                return None
-        return self.client.volumes.create(name=name, labels=create_labels)
-
-    def _mountpoint(self, volume: Any) -> Path | None:
-        mount = volume.attrs.get("Mountpoint")
-        path = Path(mount) if mount else None
-        return path if path is not None and path.is_dir() else None
-
-    def _container(self, name: str) -> Any | None:
-        import docker.errors
-
-        try:
-            return self.client.containers.get(name)
-        except docker.errors.NotFound:
-            return None
-
-    def read(self, backend: str) -> bytes | None:
-        return self.read_volume(self.volume_of(backend), via=backend)
-
-    def read_volume(self, volume_name: str, *, via: str) -> bytes | None:
-        """The key in the named volume, or None when the volume or its key does not exist.
-
-        `via` names a container that mounts the volume at the workload's data dir: the key is
-        read through its archive API when the volume's Mountpoint is not reachable from here.
-
-        Raises:
-            ConduitctlError: the key cannot be read (permissions, or neither path works).
-        """
-        volume = self._volume(volume_name)
-        if volume is None:
-            return None
-        mount = self._mountpoint(volume)
-        if mount is not None:
-            return _read(mount / KEY_FILE)
-        return self._read_archive(via)
-
-    def _read_archive(self, via: str) -> bytes | None:
-        import docker.errors
-
-        container = self._container(via)
-        if container is None:
-            raise ConduitctlError(
-                f"{via}: the volume's Mountpoint is not reachable from here and there is "
-                "no container to read it through; run conduitctl as root on the docker host"
-            )
-        try:
-            chunks, _ = container.get_archive(f"{self.data_dir}/{KEY_FILE}")
-        except docker.errors.NotFound:
-            return None
-        with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
-            member = tar.extractfile(KEY_FILE)
-            return member.read() if member is not None else None
-
-    def write(self, backend: str, data: bytes) -> None:
-        self.write_volume(
-            self.volume_of(backend), data, via=backend, create_labels=self._owned_labels(backend)
-        )
-
-    def write_volume(
-        self, volume_name: str, data: bytes, *, via: str, create_labels: dict[str, str]
-    ) -> None:
-        """Write the key (0600, owned by container.user) into the named volume, atomically.
-
-        The volume is created with `create_labels` when it does not exist. `via` names a
-        container that mounts it at the data dir, used when the Mountpoint is not reachable.
-
-        Raises:
-            ConduitctlError: neither the Mountpoint nor the container `via` is usable.
-        """
-        volume = self._volume(volume_name, create_labels)
-        mount = self._mountpoint(volume)
-        if mount is None:
-            self._write_archive(via, data)
-            return
-        # A volume made here (not by a container's first mount) is root's: give it to the
-        # workload's user so it can write beside the key, as docker's copy-up would have.
-        if mount.stat().st_uid == 0 and self.uid != 0:
-            os.chown(mount, self.uid, self.gid)
-        _write_atomic(mount / KEY_FILE, data, self.uid, self.gid)
-
-    def _write_archive(self, via: str, data: bytes) -> None:
-        container = self._container(via)
-        if container is None:
-            raise ConduitctlError(
-                f"{via}: the volume's Mountpoint is not reachable from here and there is "
-                "no container to write it through; run conduitctl as root on the docker host"
-            )
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            info = tarfile.TarInfo(KEY_FILE)
-            info.size, info.mode, info.uid, info.gid = len(data), 0o600, self.uid, self.gid
-            info.mtime = int(time.time())
-            tar.addfile(info, io.BytesIO(data))
-        container.put_archive(self.data_dir, buffer.getvalue())
-
-    def running(self, backend: str) -> bool:
-        container = self._container(backend)
-        return container is not None and container.status in ("running", "restarting")
-
-
-def store_for(settings: Settings, runtime: Any = None) -> KeyStore:
+def store_for(settings: Settings, runtime: Runtime | None = None) -> KeyStore:
     """The key store of the configured runtime."""
     from conduitctl.runtime import runtime_for
 
     runtime = runtime if runtime is not None else runtime_for(settings)
-    if settings.cluster.runtime == "docker":
-        return DockerKeys(settings, runtime)
-    return ProcessKeys(settings, runtime)
+    return runtime.key_store(settings)
 
 
 def _backends(settings: Settings, store: KeyStore) -> list[str]:
@@ -500,9 +284,9 @@ def backup(
     digests: dict[str, str] = {}
     for name, data in sources.items():
         path = target / backup_file_name(name)
-        _write_atomic(path, data)
+        write_key_file(path, data)
         digest = sha256_hex(data)
-        copied = _read(path)
+        copied = read_key_file(path)
         if copied is None or sha256_hex(copied) != digest:
             raise ConduitctlError(
                 f"{name}: the backup copy {path} does not match the key read back; check the "
@@ -514,7 +298,7 @@ def backup(
     manifest = Manifest(
         settings.cluster.name, settings.cluster.runtime, now, digests, tuple(no_key)
     )
-    _write_atomic(target / MANIFEST, manifest.dumps().encode())
+    write_key_file(target / MANIFEST, manifest.dumps().encode())
     entries.sort(key=lambda e: _name_order(e.backend))
     return KeysReport("backup", target, entries)
 
@@ -544,7 +328,7 @@ def load_backup(
     keys: dict[str, tuple[bytes, Path]] = {}
     for name in wanted:
         path = directory / backup_file_name(name)
-        data = _read(path)
+        data = read_key_file(path)
         if data is None:
             raise BadInput(f"{path} is missing though manifest.json lists it; use another backup")
         if sha256_hex(data) != manifest.keys[name]:
@@ -615,7 +399,7 @@ def restore(
             if old is not None:
                 saved_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
                 saved = saved_dir / backup_file_name(step.backend)
-                _write_atomic(saved, old)
+                write_key_file(saved, old)
         store.write(step.backend, step.data)
         back = store.read(step.backend)
         if back is None or sha256_hex(back) != step.sha256:

@@ -20,40 +20,58 @@ LABEL_LEGACY (never the owner label: the runtime must not take them for its own)
 STATE_DIR/legacy.json lists the legacy containers and volumes; it is rewritten after each one,
 so a switch that stops half-way can still be undone.
 
-Pure decisions (names, key actions, who holds a name, the plans) come first; the edges follow.
+The pure decisions (key actions, who holds a name, the plans) are in ops/legacy_plan.py; this
+module keeps the record, observes, and carries the plans out through the runtime's
+LegacyLayout (the docker calls are in runtime/docker_legacy.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 from conduitctl import labels
 from conduitctl.errors import BadInput, ConduitctlError
 from conduitctl.front.base import Front
 from conduitctl.labels import LegacySlot, legacy_index, legacy_slot
-from conduitctl.ops.keys import KEY_FILE, DockerKeys, sha256_hex
+from conduitctl.ops.keys import sha256_hex
+from conduitctl.ops.legacy_plan import (
+    RETRY_HINT,
+    BackView,
+    KeyAction,
+    LegacyEntry,
+    Occupant,
+    SlotView,
+    ToStep,
+    entry_for,
+    key_action,
+    new_volume_labels,
+    plan_from_legacy,
+    plan_to_legacy,
+    refuse,
+)
 from conduitctl.ops.ready import READY_TIMEOUT, wait_ready
-from conduitctl.runtime.base import LaunchSpec, Runtime, launch_specs
+from conduitctl.runtime.base import (
+    KEY_FILE,
+    KeyStore,
+    LaunchSpec,
+    LegacyLayout,
+    Runtime,
+    launch_specs,
+)
 from conduitctl.settings import Settings
 from conduitctl.statedir import StateDir, write_atomic
-from conduitctl.units import format_size
-from conduitctl.workloads import PROFILES
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 LEGACY_FILE = "legacy.json"  # its name in messages; the path is StateDir.legacy
 RECORD_VERSION = 1
-RETRY_HINT = "conduitctl rollback --legacy"
 
 
 def _quiet(_: str) -> None:
@@ -70,259 +88,6 @@ def legacy_file(state_dir: Path) -> Path:
 def legacy_active(state_dir: Path) -> bool:
     """True while the fleet runs in the legacy layout (STATE_DIR/legacy.json exists)."""
     return legacy_file(state_dir).is_file()
-
-
-# --- pure: decisions ------------------------------------------------------------------------
-
-
-class KeyAction(StrEnum):
-    """What to do with the identity key when a backend changes layout (source -> target)."""
-
-    SAME = "same"  # the target holds the same bytes (or is the same volume): nothing to do
-    COPY = "copy"  # the target has no key: write the source's there
-    NONE = "none"  # the source has no key yet: nothing to carry, the target is left alone
-    CONFLICT = "conflict"  # the target holds another identity: refuse
-
-
-def key_action(source: bytes | None, target: bytes | None) -> KeyAction:
-    if source is None:
-        return KeyAction.NONE
-    if target is None:
-        return KeyAction.COPY
-    return KeyAction.SAME if source == target else KeyAction.CONFLICT
-
-
-class Occupant(StrEnum):
-    """Who holds a container name we need."""
-
-    FREE = "free"
-    OURS = "ours"  # this cluster's backend of the same index: removed first
-    LEGACY = "legacy"  # a legacy container this cluster's switch made
-    FOREIGN = "foreign"  # anything else: never touched
-
-
-def occupant(container_labels: Mapping[str, str] | None, cluster: str, index: int) -> Occupant:
-    """Classify the container holding a name we need, from its labels (None: no container)."""
-    if container_labels is None:
-        return Occupant.FREE
-    if (
-        container_labels.get(labels.LABEL_OWNER) == labels.OWNER
-        and container_labels.get(labels.LABEL_CLUSTER) == cluster
-        and container_labels.get(labels.LABEL_INDEX) == str(index)
-    ):
-        return Occupant.OURS
-    if container_labels.get(labels.LABEL_LEGACY) == cluster and labels.LABEL_OWNER not in (
-        container_labels
-    ):
-        return Occupant.LEGACY
-    return Occupant.FOREIGN
-
-
-def foreign_refusal(name: str) -> str:
-    return (
-        f"a container named {name} exists that conduitctl did not make (is conduit-manager "
-        f"still running?); remove it (save the conduit_key.json in its volume first, then "
-        f"docker rm -f {name}) and run {RETRY_HINT} again"
-    )
-
-
-def _short(data: bytes) -> str:
-    return sha256_hex(data)[:12]
-
-
-@dataclass(frozen=True)
-class SlotView:
-    """What is there now for one backend (observed), for the switch to the legacy layout."""
-
-    spec: LaunchSpec
-    slot: LegacySlot
-    our_volume: str
-    our_name_labels: Mapping[str, str] | None  # the container under our name, if any
-    legacy_name_labels: Mapping[str, str] | None  # the container under the legacy name
-    our_key: bytes | None
-    legacy_key: bytes | None  # the key in the legacy volume (ours again when it is shared)
-
-
-@dataclass(frozen=True)
-class ToStep:
-    """One backend's switch: remove what holds our name and the legacy name, then run the
-    legacy container on `slot.volume`, after carrying the key as `key` says."""
-
-    spec: LaunchSpec
-    slot: LegacySlot
-    our_volume: str
-    our_occupant: Occupant
-    legacy_occupant: Occupant
-    key: KeyAction
-    sha256: str | None
-
-    @property
-    def shared_volume(self) -> bool:
-        return self.our_volume == self.slot.volume
-
-
-def plan_to_legacy(views: Sequence[SlotView], cluster: str) -> tuple[list[ToStep], list[str]]:
-    """The steps of the switch, and the refusals (one line each, naming the fix) (pure).
-
-    A refusal means nothing may change: the caller raises before acting.
-    """
-    steps: list[ToStep] = []
-    refusals: list[str] = []
-    for view in views:
-        index = view.spec.backend.index
-        ours = occupant(view.our_name_labels, cluster, index)
-        legacy = occupant(view.legacy_name_labels, cluster, index)
-        if legacy == Occupant.FOREIGN:
-            refusals.append(foreign_refusal(view.slot.container))
-        if ours == Occupant.FOREIGN and view.spec.name != view.slot.container:
-            refusals.append(
-                f"a container named {view.spec.name} exists but conduitctl does not own it; "
-                f"rename or remove it (docker rm {view.spec.name}) or change cluster.name"
-            )
-        action = key_action(view.our_key, view.legacy_key)
-        if action == KeyAction.CONFLICT:
-            assert view.our_key is not None and view.legacy_key is not None
-            refusals.append(
-                f"volume {view.slot.volume} already holds a {KEY_FILE} (sha256 "
-                f"{_short(view.legacy_key)}...) different from {view.spec.name}'s in "
-                f"{view.our_volume} ({_short(view.our_key)}...): another station's identity; "
-                f"keep a copy of it, move it out of {view.slot.volume} (never delete it), then "
-                f"run {RETRY_HINT} again"
-            )
-        sha = sha256_hex(view.our_key) if view.our_key is not None else None
-        steps.append(ToStep(view.spec, view.slot, view.our_volume, ours, legacy, action, sha))
-    return steps, refusals
-
-
-@dataclass(frozen=True)
-class LegacyEntry:
-    """One legacy container of the record (and of a result)."""
-
-    backend: str  # ours: {cluster}-{i}
-    index: int
-    container: str  # legacy: conduit, conduit-{i}
-    volume: str  # legacy: conduit-data, conduit-data-{i}
-    our_volume: str  # {cluster}-data-{i}
-    key: str = KeyAction.NONE.value  # what was done with the key on the way
-    sha256: str | None = None  # of the key carried (None: none yet)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "backend": self.backend,
-            "index": self.index,
-            "container": self.container,
-            "volume": self.volume,
-            "our_volume": self.our_volume,
-            "shared_volume": self.volume == self.our_volume,
-            "key": self.key,
-            "sha256": self.sha256,
-        }
-
-
-def entry_for(cluster: str, index: int) -> LegacyEntry:
-    """The entry of a legacy container found by its label (no record of it)."""
-    slot = legacy_slot(index)
-    return LegacyEntry(
-        backend=f"{cluster}-{index}",
-        index=index,
-        container=slot.container,
-        volume=slot.volume,
-        our_volume=labels.volume_name(cluster, index),
-    )
-
-
-@dataclass(frozen=True)
-class BackView:
-    """What is there now for one legacy container, for the way back."""
-
-    entry: LegacyEntry
-    container_labels: Mapping[str, str] | None  # whatever holds the legacy name now
-    legacy_key: bytes | None
-    our_key: bytes | None
-
-
-@dataclass(frozen=True)
-class BackStep:
-    entry: LegacyEntry
-    remove: bool  # the legacy container is there (ours to remove)
-    key: KeyAction
-    sha256: str | None
-
-
-def plan_from_legacy(views: Sequence[BackView], cluster: str) -> tuple[list[BackStep], list[str]]:
-    """The steps of the way back, and the refusals (pure)."""
-    steps: list[BackStep] = []
-    refusals: list[str] = []
-    for view in views:
-        e = view.entry
-        held = occupant(view.container_labels, cluster, e.index)
-        if held == Occupant.FOREIGN:
-            refusals.append(
-                f"{e.container} is no longer the legacy container conduitctl made (is "
-                f"conduit-manager running again?); stop and remove it yourself (its volume "
-                f"{e.volume} is kept), then retry"
-            )
-        action = key_action(view.legacy_key, view.our_key)
-        if action == KeyAction.CONFLICT:
-            assert view.legacy_key is not None and view.our_key is not None
-            refusals.append(
-                f"{e.our_volume} holds a {KEY_FILE} ({_short(view.our_key)}...) different from "
-                f"the one {e.container} ran with in {e.volume} ({_short(view.legacy_key)}...); "
-                f"back up both (conduitctl keys backup, and a copy of {e.volume}'s key), put "
-                f"the identity {e.backend} must keep in {e.our_volume}, then retry"
-            )
-        sha = sha256_hex(view.legacy_key) if view.legacy_key is not None else None
-        steps.append(BackStep(e, held == Occupant.LEGACY, action, sha))
-    return steps, refusals
-
-
-def refuse(what: str, refusals: list[str]) -> None:
-    """Raise BadInput with the first refusal (and how many more) when there are any."""
-    if refusals:
-        more = f" (and {len(refusals) - 1} more)" if len(refusals) > 1 else ""
-        raise BadInput(f"{what} refused, nothing changed: {refusals[0]}{more}")
-
-
-def legacy_container_kwargs(spec: LaunchSpec, slot: LegacySlot, cluster: str) -> dict[str, Any]:
-    """docker create arguments of conduit-manager's container for this backend (pure).
-
-    Same image and command line as our backend; host networking, the legacy volume at the
-    data dir, restart unless-stopped, our user, memory/CPU limits and log rotation. Not our
-    owner label: the runtime must never list, adopt or remove it as one of its own.
-    """
-    from docker.types import LogConfig
-
-    h = spec.hardening
-    b = spec.backend
-    data_dir = PROFILES[spec.profile].data_dir
-    return {
-        "name": slot.container,
-        "image": spec.image,
-        "command": spec.argv(data_dir),
-        "labels": {labels.LABEL_LEGACY: cluster},
-        "user": h.user,
-        "network_mode": "host",
-        "volumes": {slot.volume: {"bind": data_dir, "mode": "rw"}},
-        "restart_policy": {"Name": "unless-stopped"},
-        "mem_limit": b.memory_bytes,
-        "nano_cpus": int(b.cpus * 1e9),
-        "log_config": LogConfig(
-            type="json-file",
-            config={"max-size": format_size(h.log_max_size), "max-file": str(h.log_max_files)},
-        ),
-    }
-
-
-def new_volume_labels(cluster: str, index: int, volume: str) -> dict[str, str]:
-    """Labels for a legacy volume made here: ours (as the runtime labels its volumes) when it
-    is also our volume ({cluster}-data-{i}), else only the legacy label."""
-    if volume == labels.volume_name(cluster, index):
-        return {
-            labels.LABEL_OWNER: labels.OWNER,
-            labels.LABEL_CLUSTER: cluster,
-            labels.LABEL_INDEX: str(index),
-        }
-    return {labels.LABEL_LEGACY: cluster}
 
 
 # --- the record: STATE_DIR/legacy.json ------------------------------------------------------
@@ -409,29 +174,17 @@ class LegacyResult:
         }
 
 
-# --- edges ----------------------------------------------------------------------------------
+# --- the switch, through the runtime's LegacyLayout ----------------------------------------
 
 
-def _client(settings: Settings, runtime: Runtime) -> Any:
-    if settings.cluster.runtime != "docker":
+def _layout(settings: Settings, runtime: Runtime) -> LegacyLayout:
+    layout = runtime.legacy(settings)
+    if layout is None:
         raise BadInput(
             f'cluster.runtime = "{settings.cluster.runtime}": the legacy layout is '
             'conduit-manager\'s docker containers; only a runtime = "docker" fleet can switch'
         )
-    client = getattr(runtime, "client", None)
-    if client is None:
-        raise BadInput("the legacy layout needs the docker runtime's client; use runtime_for()")
-    return client
-
-
-def _labels(client: Any, name: str) -> dict[str, str] | None:
-    """The labels of the container called `name`, or None when there is none."""
-    import docker.errors
-
-    try:
-        return dict(client.containers.get(name).labels or {})
-    except docker.errors.NotFound:
-        return None
+    return layout
 
 
 def _daemon_refusal(settings: Settings) -> str | None:
@@ -446,38 +199,16 @@ def _daemon_refusal(settings: Settings) -> str | None:
     )
 
 
-def _image_refusal(client: Any, image: str | None) -> str | None:
-    import docker.errors
-
+def _image_refusal(layout: LegacyLayout, image: str | None) -> str | None:
     if image is None:
         return "workload.image is not set; set it in conduit.toml"
-    try:
-        client.images.get(image)
-    except docker.errors.ImageNotFound:
+    if not layout.has_image(image):
         return f"image {image} is not present locally; build or load it first"
     return None
 
 
-def _stop_container(client: Any, name: str, timeout: float = 10.0) -> None:
-    import docker.errors
-
-    with contextlib.suppress(docker.errors.NotFound):
-        container = client.containers.get(name)
-        if container.status in ("running", "restarting"):
-            container.stop(timeout=int(max(timeout, 1)))
-
-
-def _remove_container(client: Any, name: str, timeout: float = 10.0) -> None:
-    """Stop and remove one container (never a volume: v=False)."""
-    import docker.errors
-
-    _stop_container(client, name, timeout)
-    with contextlib.suppress(docker.errors.NotFound):
-        client.containers.get(name).remove(v=False, force=True)
-
-
-def _verify(keys: DockerKeys, volume: str, via: str, data: bytes) -> None:
-    back = keys.read_volume(volume, via=via)
+def _verify(layout: LegacyLayout, volume: str, via: str, data: bytes) -> None:
+    back = layout.read_key(volume, via=via)
     if back != data:
         raise ConduitctlError(
             f"{volume}: the {KEY_FILE} read back differs from the one written; do not start "
@@ -502,9 +233,9 @@ def to_legacy(
             put back on our layout; the ones before it stay legacy and are recorded).
     """
     started = time.monotonic()
-    client = _client(settings, runtime)
+    layout = _layout(settings, runtime)
     cluster = settings.cluster.name
-    keys = DockerKeys(settings, runtime)
+    keys = runtime.key_store(settings)
     specs = launch_specs(settings)
 
     views = []
@@ -516,14 +247,14 @@ def to_legacy(
                 spec=spec,
                 slot=slot,
                 our_volume=our_volume,
-                our_name_labels=_labels(client, spec.name),
-                legacy_name_labels=_labels(client, slot.container),
+                our_name_labels=layout.labels(spec.name),
+                legacy_name_labels=layout.labels(slot.container),
                 our_key=keys.read(spec.name),
-                legacy_key=keys.read_volume(slot.volume, via=slot.container),
+                legacy_key=layout.read_key(slot.volume, via=slot.container),
             )
         )
     steps, refusals = plan_to_legacy(views, cluster)
-    for why in (_daemon_refusal(settings), *{_image_refusal(client, s.image) for s in specs}):
+    for why in (_daemon_refusal(settings), *{_image_refusal(layout, s.image) for s in specs}):
         if why:
             refusals.insert(0, why)
     refuse("the switch to the legacy layout", refusals)
@@ -535,7 +266,7 @@ def to_legacy(
     done: list[LegacyEntry] = []
     path = legacy_file(settings.state_dir)
     for step in steps:
-        entry = _switch_one(settings, runtime, client, keys, step, progress)
+        entry = _switch_one(settings, runtime, layout, keys, step, progress)
         done.append(entry)
         path = write_record(settings.state_dir, LegacyRecord(cluster, record.created_at, (*done,)))
     return LegacyResult("to-legacy", cluster, done, front_stopped, path, time.monotonic() - started)
@@ -544,8 +275,8 @@ def to_legacy(
 def _switch_one(
     settings: Settings,
     runtime: Runtime,
-    client: Any,
-    keys: DockerKeys,
+    layout: LegacyLayout,
+    keys: KeyStore,
     step: ToStep,
     progress: Progress,
 ) -> LegacyEntry:
@@ -557,11 +288,11 @@ def _switch_one(
     if step.our_occupant == Occupant.OURS:
         runtime.remove(spec.name, purge=False)
     if step.legacy_occupant == Occupant.LEGACY:  # a previous switch's: made again below
-        _remove_container(client, slot.container)
+        layout.remove(slot.container)
     try:
-        container = _create(client, spec, slot, settings.cluster.name, step)
-        action = _carry_key(keys, step, data, settings.cluster.name)
-        container.start()
+        _create(layout, spec, slot, settings.cluster.name)
+        action = _carry_key(layout, step, data, settings.cluster.name)
+        layout.start(slot.container)
         if wait_ready(settings, [spec.backend], READY_TIMEOUT):
             raise ConduitctlError(
                 f"{slot.container} not ready after {READY_TIMEOUT:g}s "
@@ -569,7 +300,7 @@ def _switch_one(
                 f"before it run in the legacy layout ({LEGACY_FILE})"
             )
     except Exception:
-        _put_back(runtime, client, spec, slot)
+        _put_back(runtime, layout, spec, slot)
         raise
     return LegacyEntry(
         backend=spec.name,
@@ -582,12 +313,12 @@ def _switch_one(
     )
 
 
-def _carry_key(keys: DockerKeys, step: ToStep, data: bytes | None, cluster: str) -> KeyAction:
+def _carry_key(layout: LegacyLayout, step: ToStep, data: bytes | None, cluster: str) -> KeyAction:
     """Make the legacy volume hold `data` (our key), before the legacy container first starts."""
     slot = step.slot
     if step.shared_volume:
         return key_action(data, data)  # the same volume: SAME, or NONE without a key yet
-    action = key_action(data, keys.read_volume(slot.volume, via=slot.container))
+    action = key_action(data, layout.read_key(slot.volume, via=slot.container))
     if action == KeyAction.CONFLICT:  # appeared since the check
         raise ConduitctlError(
             f"volume {slot.volume} got a different {KEY_FILE} during the switch; keep a copy "
@@ -595,40 +326,31 @@ def _carry_key(keys: DockerKeys, step: ToStep, data: bytes | None, cluster: str)
         )
     if action == KeyAction.COPY:
         assert data is not None
-        keys.write_volume(
+        layout.write_key(
             slot.volume,
             data,
             via=slot.container,
             create_labels=new_volume_labels(cluster, step.spec.backend.index, slot.volume),
         )
-        _verify(keys, slot.volume, slot.container, data)
+        _verify(layout, slot.volume, slot.container, data)
     return action
 
 
-def _create(client: Any, spec: LaunchSpec, slot: LegacySlot, cluster: str, step: ToStep) -> Any:
+def _create(layout: LegacyLayout, spec: LaunchSpec, slot: LegacySlot, cluster: str) -> None:
     """Create (not start) the legacy container; its volume is made here if missing."""
-    import docker.errors
-
-    try:
-        client.volumes.get(slot.volume)
-    except docker.errors.NotFound:
-        client.volumes.create(
-            name=slot.volume, labels=new_volume_labels(cluster, spec.backend.index, slot.volume)
-        )
-    try:
-        return client.containers.create(**legacy_container_kwargs(spec, slot, cluster))
-    except docker.errors.APIError as exc:
-        explanation = str(exc.explanation or exc).strip().splitlines()[-1]
+    volume_labels = new_volume_labels(cluster, spec.backend.index, slot.volume)
+    refused = layout.create(spec, slot, cluster, volume_labels)
+    if refused is not None:
         raise ConduitctlError(
-            f"{slot.container}: docker could not create it ({explanation}); {spec.name} was "
+            f"{slot.container}: docker could not create it ({refused}); {spec.name} was "
             f"put back; fix that and run {RETRY_HINT} again"
-        ) from None
+        )
 
 
-def _put_back(runtime: Runtime, client: Any, spec: LaunchSpec, slot: LegacySlot) -> None:
+def _put_back(runtime: Runtime, layout: LegacyLayout, spec: LaunchSpec, slot: LegacySlot) -> None:
     """Undo one backend's switch: remove its legacy container, start ours on our volume."""
     try:
-        _remove_container(client, slot.container)
+        layout.remove(slot.container)
         runtime.start(spec)
     except Exception:  # the original error is the one to report; this one goes to the log
         log.exception("backend=%s could not be put back after a failed switch", spec.name)
@@ -651,16 +373,15 @@ def from_legacy(
         ConduitctlError: a key read back differs from what was written.
     """
     started = time.monotonic()
-    client = _client(settings, runtime)
+    layout = _layout(settings, runtime)
     cluster = settings.cluster.name
-    keys = DockerKeys(settings, runtime)
+    keys = runtime.key_store(settings)
     record = read_record(settings.state_dir)
     entries = {e.container: e for e in (record.entries if record else ())}
-    found = client.containers.list(all=True, filters={"label": f"{labels.LABEL_LEGACY}={cluster}"})
-    for container in found:
-        index = legacy_index(container.name)
-        if index is not None and container.name not in entries:
-            entries[container.name] = entry_for(cluster, index)
+    for name in layout.containers():
+        index = legacy_index(name)
+        if index is not None and name not in entries:
+            entries[name] = entry_for(cluster, index)
     if record is None and not entries:
         raise BadInput(
             f"no legacy fleet of cluster {cluster}: {legacy_file(settings.state_dir)} is absent "
@@ -669,8 +390,8 @@ def from_legacy(
     views = [
         BackView(
             entry=e,
-            container_labels=_labels(client, e.container),
-            legacy_key=keys.read_volume(e.volume, via=e.container),
+            container_labels=layout.labels(e.container),
+            legacy_key=layout.read_key(e.volume, via=e.container),
             our_key=keys.read(e.backend),
         )
         for e in sorted(entries.values(), key=lambda e: e.index)
@@ -682,10 +403,10 @@ def from_legacy(
     for step in steps:
         e = step.entry
         progress(f"{e.container} -> {e.backend} (volume {e.our_volume})")
-        data = keys.read_volume(e.volume, via=e.container)
+        data = layout.read_key(e.volume, via=e.container)
         if step.remove:
-            _stop_container(client, e.container)
-            data = keys.read_volume(e.volume, via=e.container)  # as the stopped station left it
+            layout.stop(e.container)
+            data = layout.read_key(e.volume, via=e.container)  # as the stopped station left it
         action = key_action(data, keys.read(e.backend))
         if action == KeyAction.CONFLICT:
             raise ConduitctlError(
@@ -695,9 +416,9 @@ def from_legacy(
         if action == KeyAction.COPY:
             assert data is not None
             keys.write(e.backend, data)
-            _verify(keys, e.our_volume, e.backend, data)
+            _verify(layout, e.our_volume, e.backend, data)
         if step.remove:
-            _remove_container(client, e.container)
+            layout.remove(e.container)
         sha = sha256_hex(data) if data is not None else None
         done.append(replace(e, key=action.value, sha256=sha))
     path = legacy_file(settings.state_dir)

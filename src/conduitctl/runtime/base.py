@@ -6,16 +6,21 @@ process per backend, for hosts without Docker and for the demo).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import signal
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
+from conduitctl.errors import ConduitctlError
 from conduitctl.fleet import BackendSpec, desired_backends
+from conduitctl.labels import LegacySlot
 from conduitctl.settings import Container, Settings
+from conduitctl.statedir import write_atomic
 from conduitctl.workloads import PROFILES
 from conduitctl.workloads.base import LaunchArgs
 
@@ -105,6 +110,129 @@ class BackendStatus:
         return data
 
 
+# --- identity keys --------------------------------------------------------------------------
+
+KEY_FILE = "conduit_key.json"  # a station's identity, in its data dir
+
+
+def read_key_file(path: Path) -> bytes | None:
+    """The key file's bytes, or None when there is none.
+
+    Raises:
+        ConduitctlError: it exists but cannot be read (permissions).
+    """
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConduitctlError(
+            f"cannot read {path}: {exc.strerror}; check its permissions"
+        ) from None
+
+
+def write_key_file(path: Path, data: bytes, uid: int | None = None, gid: int | None = None) -> None:
+    """A 0600 key file at `path`, atomically, owned by uid:gid when given."""
+    owner = None if uid is None else (uid, gid if gid is not None else -1)
+    write_atomic(path, data, secret=True, owner=owner)
+
+
+class KeyStore(Protocol):
+    """Where a runtime keeps each backend's key (its data dir or volume)."""
+
+    def read(self, backend: str) -> bytes | None:
+        """The backend's key bytes, or None when it has none yet."""
+        ...
+
+    def write(self, backend: str, data: bytes) -> None:
+        """Write the key (0600, owned by the workload's user), atomically where possible."""
+        ...
+
+    def running(self, backend: str) -> bool: ...
+
+    def names(self) -> list[str]:
+        """Backends that have data (a data dir or volume), with or without a key."""
+        ...
+
+
+# --- deaths as they happen -------------------------------------------------------------------
+
+
+class RuntimeEvent(StrEnum):
+    DIED = "die"
+    OOM = "oom"  # the kernel's OOM killer hit it (it dies too: DIED follows)
+    STARTED = "start"  # started by the runtime itself (docker's restart policy)
+
+
+# (backend, what happened, detail: exit_code, or pid and reason), called on the loop's thread
+OnRuntimeEvent = Callable[[str, RuntimeEvent, dict[str, Any]], None]
+
+
+class ExitWatcher(Protocol):
+    """Delivers a runtime's events for this cluster's backends as they happen."""
+
+    def start(self) -> None:
+        """Begin delivering the events that are not per process (the supervisor calls it
+        once it adopted what runs)."""
+        ...
+
+    def watch(self, name: str, pid: int) -> None:
+        """Follow this backend's process, where deaths are seen per process."""
+        ...
+
+    def forget(self, name: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# --- conduit-manager's layout (`rollback --legacy`) -----------------------------------------
+
+
+class LegacyLayout(Protocol):
+    """conduit-manager's containers and volumes, by name, on the runtime that can run them.
+
+    Never removes a volume. `via` names a container that mounts the volume at the workload's
+    data dir: its key is read or written through it when the volume is not reachable here.
+    """
+
+    def labels(self, container: str) -> dict[str, str] | None:
+        """The labels of the container called `container`, or None when there is none."""
+        ...
+
+    def containers(self) -> list[str]:
+        """The legacy containers this cluster's switch made (found by their label)."""
+        ...
+
+    def has_image(self, image: str) -> bool: ...
+
+    def read_key(self, volume: str, *, via: str) -> bytes | None:
+        """The key in the named volume; None when the volume or its key does not exist."""
+        ...
+
+    def write_key(
+        self, volume: str, data: bytes, *, via: str, create_labels: dict[str, str]
+    ) -> None:
+        """Write the key into the volume (made with `create_labels` when missing)."""
+        ...
+
+    def create(
+        self, spec: LaunchSpec, slot: LegacySlot, cluster: str, volume_labels: dict[str, str]
+    ) -> str | None:
+        """Create (not start) the legacy container of `spec` on `slot`, and its volume (with
+        `volume_labels`) when missing. None, or the runtime's refusal in one line."""
+        ...
+
+    def start(self, container: str) -> None: ...
+
+    def stop(self, container: str, timeout: float = 10.0) -> None:
+        """Stop it when it runs (no container: nothing to do)."""
+        ...
+
+    def remove(self, container: str, timeout: float = 10.0) -> None:
+        """Stop and remove the container, never its volume (no container: nothing to do)."""
+        ...
+
+
 class Runtime(Protocol):
     """One implementation per file: runtime/docker.py, runtime/process.py."""
 
@@ -162,6 +290,21 @@ class Runtime(Protocol):
 
     def usage(self, pid: int) -> tuple[float | None, int | None]:
         """(cpu seconds, resident bytes) of a running backend, read cheaply (every tick)."""
+        ...
+
+    def key_store(self, settings: Settings) -> KeyStore:
+        """Where this runtime keeps the backends' identity keys."""
+        ...
+
+    def legacy(self, settings: Settings) -> LegacyLayout | None:
+        """conduit-manager's layout on this runtime; None where it cannot run it."""
+        ...
+
+    def watch_exits(
+        self, loop: asyncio.AbstractEventLoop, on_event: OnRuntimeEvent
+    ) -> ExitWatcher | None:
+        """A watcher that calls `on_event` as backends die (not yet started); None where
+        the runtime says nothing until asked."""
         ...
 
     # --- signals (the chaos drill) ---

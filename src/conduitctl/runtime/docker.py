@@ -7,6 +7,7 @@ pulled unless workload.pull = true.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import time
@@ -18,7 +19,11 @@ from typing import Any
 from conduitctl import labels
 from conduitctl.errors import ConduitctlError, MissingDependency
 from conduitctl.observe.cgroups import usage_for_pid
-from conduitctl.runtime.base import BackendStatus, LaunchSpec, State
+from conduitctl.runtime.base import BackendStatus, LaunchSpec, OnRuntimeEvent, State
+from conduitctl.runtime.docker_events import DockerEventWatcher
+from conduitctl.runtime.docker_keys import DockerKeys
+from conduitctl.runtime.docker_legacy import DockerLegacy
+from conduitctl.settings import Settings
 from conduitctl.units import format_size
 from conduitctl.workloads import PROFILES
 
@@ -133,6 +138,18 @@ class DockerRuntime:
                     'or set cluster.runtime = "process"'
                 ) from None
         return self._client
+
+    def key_store(self, settings: Settings) -> DockerKeys:
+        return DockerKeys(settings, self)
+
+    def legacy(self, settings: Settings) -> DockerLegacy:
+        return DockerLegacy(settings, self)
+
+    def watch_exits(
+        self, loop: asyncio.AbstractEventLoop, on_event: OnRuntimeEvent
+    ) -> DockerEventWatcher:
+        """dockerd's event stream of this cluster's containers (subscribed at `start`)."""
+        return DockerEventWatcher(loop, lambda: self.client, self.cluster, on_event)
 
     def _filters(self) -> dict[str, list[str]]:
         return {

@@ -7,6 +7,7 @@ outlives the CLI that started it; the next command adopts it from these files.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -23,9 +24,20 @@ from typing import Any
 import psutil
 
 from conduitctl.errors import BadInput, ConduitctlError, MissingDependency
-from conduitctl.runtime.base import BackendStatus, LaunchSpec, State
+from conduitctl.runtime.base import (
+    KEY_FILE,
+    BackendStatus,
+    LaunchSpec,
+    OnRuntimeEvent,
+    RuntimeEvent,
+    State,
+    read_key_file,
+    write_key_file,
+)
 from conduitctl.runtime.cgroup import BackendCgroup
+from conduitctl.runtime.pidfd import PidWatcher
 from conduitctl.runtime.shim import LOG_FILE, PID_FILE, read_state, write_json
+from conduitctl.settings import Settings
 from conduitctl.statedir import StateDir
 
 SPEC_FILE = "spec.json"
@@ -154,6 +166,17 @@ class ProcessRuntime:
 
     def foreign(self, names: Iterable[str]) -> dict[str, str]:
         return {}  # its backends live in this state dir: nothing else can hold their names
+
+    def key_store(self, settings: Settings) -> ProcessKeys:
+        return ProcessKeys(settings, self)
+
+    def legacy(self, settings: Settings) -> None:
+        """None: conduit-manager's layout is docker containers."""
+        return None
+
+    def watch_exits(self, loop: asyncio.AbstractEventLoop, on_event: OnRuntimeEvent) -> PidWatcher:
+        """A pidfd per backend process, from `watch` on."""
+        return PidWatcher(loop, lambda name, detail: on_event(name, RuntimeEvent.DIED, detail))
 
     def usage(self, pid: int) -> tuple[float | None, int | None]:
         try:
@@ -297,6 +320,31 @@ class ProcessRuntime:
         except psutil.NoSuchProcess:
             return False
         return True
+
+
+class ProcessKeys:
+    """Keys in STATE_DIR/process/NAME/data/."""
+
+    def __init__(self, settings: Settings, runtime: ProcessRuntime) -> None:
+        self.runtime = runtime
+        self.root = StateDir(settings.state_dir).processes
+
+    def path(self, backend: str) -> Path:
+        return self.root / backend / "data" / KEY_FILE
+
+    def names(self) -> list[str]:
+        return list(self.runtime.data_names())
+
+    def read(self, backend: str) -> bytes | None:
+        return read_key_file(self.path(backend))
+
+    def write(self, backend: str, data: bytes) -> None:
+        path = self.path(backend)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_key_file(path, data)
+
+    def running(self, backend: str) -> bool:
+        return self.runtime.status(backend).state in (State.RUNNING, State.RESTARTING)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

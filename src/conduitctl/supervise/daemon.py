@@ -30,7 +30,8 @@ from conduitctl.observe.model import (
     HostObservation,
     Tick,
 )
-from conduitctl.runtime.base import LaunchSpec, Runtime, State
+from conduitctl.runtime.base import ExitWatcher, LaunchSpec, Runtime, RuntimeEvent, State
+from conduitctl.runtime.pidfd import PidWatcher
 from conduitctl.settings import MAX_CLIENTS_ANY_PROFILE, MAX_CLIENTS_CEILING, Settings
 from conduitctl.statedir import StateDir, write_atomic
 from conduitctl.supervise.degrade import Change, Member, Move, plan_degradation
@@ -44,7 +45,6 @@ from conduitctl.supervise.restarts import (
     record_restart,
     record_stable,
 )
-from conduitctl.supervise.watch import DockerEventWatcher, PidWatcher
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +140,8 @@ class Supervisor:
         self.front_reloads = 0
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
-        self.pid_watcher: PidWatcher | None = None
+        self.exit_watcher: ExitWatcher | None = None  # the runtime's death events
         self.front_watcher: PidWatcher | None = None
-        self.docker_watcher: DockerEventWatcher | None = None
         self.ticks = 0
         self.holds: set[str] = set()
         self.drained: set[str] = set()
@@ -242,25 +241,19 @@ class Supervisor:
 
     def _watch(self, slot: Slot) -> None:
         slot.oom_baseline = self.runtime.oom_count(slot.name)
-        if self.pid_watcher is not None and slot.pid:
-            self.pid_watcher.watch(slot.name, slot.pid)
+        if self.exit_watcher is not None and slot.pid:
+            self.exit_watcher.watch(slot.name, slot.pid)
 
-    def on_process_exit(self, name: str, detail: dict[str, Any]) -> None:
-        slot = self.slots.get(name)
-        if slot is None or not slot.running:
-            return
-        self._mark_dead(slot, detail)
-
-    def on_docker_event(self, name: str, action: str, attrs: dict[str, Any]) -> None:
+    def on_runtime_event(self, name: str, kind: RuntimeEvent, detail: dict[str, Any]) -> None:
         slot = self.slots.get(name)
         if slot is None:
             return
-        if action == "oom":
+        if kind == RuntimeEvent.OOM:
             slot.oom_kills += 1
             self.emit(EventKind.OOM, name, f"{name} was killed by the OOM killer")
-        elif action == "die" and slot.running:
-            self._mark_dead(slot, {"exit_code": attrs.get("exitCode")})
-        elif action == "start" and not slot.running and slot.name not in self.holds:
+        elif kind == RuntimeEvent.DIED and slot.running:
+            self._mark_dead(slot, detail)
+        elif kind == RuntimeEvent.STARTED and not slot.running and slot.name not in self.holds:
             self.adopt({name}, operator=False)  # docker's restart policy brought it back
 
     def _mark_dead(self, slot: Slot, detail: dict[str, Any]) -> None:
@@ -384,8 +377,8 @@ class Supervisor:
         attempt = slot.restart.attempts + 1
         message = f"restarting {slot.name} ({reason}), attempt {attempt}"
         self.emit(EventKind.RESTART, slot.name, message, attempt=attempt)
-        if self.pid_watcher is not None:
-            self.pid_watcher.forget(slot.name)
+        if self.exit_watcher is not None:
+            self.exit_watcher.forget(slot.name)
         try:
             status = await asyncio.to_thread(self._restart_blocking, slot.effective_spec)
         except Exception as exc:
@@ -449,8 +442,8 @@ class Supervisor:
         )
         self.down.add(slot.name)
         await asyncio.to_thread(self.front.set_down, self.front_down())
-        if self.pid_watcher is not None:
-            self.pid_watcher.forget(slot.name)
+        if self.exit_watcher is not None:
+            self.exit_watcher.forget(slot.name)
         status = await asyncio.to_thread(self._restart_blocking, slot.effective_spec)
         now = self.clock()
         slot.health = Health(healthy=False, since=now, reason="max clients changed")
@@ -596,17 +589,11 @@ class Supervisor:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self.load_state()
-        if self.settings.cluster.runtime == "process":
-            self.pid_watcher = PidWatcher(loop, self.on_process_exit)
+        self.exit_watcher = self.runtime.watch_exits(loop, self.on_runtime_event)
         self.front_watcher = PidWatcher(loop, lambda _name, _detail: self.wake.set())
-        self.adopt()
-        if self.settings.cluster.runtime == "docker":
-            client = getattr(self.runtime, "client", None)
-            if client is not None:
-                self.docker_watcher = DockerEventWatcher(
-                    loop, client, self.settings.cluster.name, self.on_docker_event
-                )
-                self.docker_watcher.start()
+        self.adopt()  # watches each running process as it adopts it
+        if self.exit_watcher is not None:
+            self.exit_watcher.start()
         interval = self.settings.health.interval
         try:
             while not self.stopping.is_set():
@@ -624,11 +611,10 @@ class Supervisor:
                 for waiter in waiters:
                     waiter.cancel()
         finally:
-            for watcher in (self.pid_watcher, self.front_watcher):
-                if watcher is not None:
-                    watcher.close()
-            if self.docker_watcher:
-                self.docker_watcher.close()
+            if self.exit_watcher is not None:
+                self.exit_watcher.close()
+            if self.front_watcher is not None:
+                self.front_watcher.close()
             self.save_state()
             self.emit(EventKind.DAEMON_STOP, None, "supervisor stopped; the fleet keeps running")
 
@@ -646,8 +632,8 @@ class Supervisor:
             for spec in fleet_specs(settings)
         }
         for name in set(old) - set(self.slots):
-            if self.pid_watcher is not None:
-                self.pid_watcher.forget(name)
+            if self.exit_watcher is not None:
+                self.exit_watcher.forget(name)
         self.down &= set(self.slots)
         self.adopt(set(self.slots))  # level-triggered: re-read what really runs
         self.save_state()
