@@ -173,7 +173,7 @@ def sim_image(tmp_path_factory: pytest.TempPathFactory) -> str:
         docker.from_env(timeout=30).ping()
     except docker.errors.DockerException as exc:
         pytest.skip(f"no docker daemon answers ({exc}); `make test` starts one")
-    from conduitctl.sim.image import build_image
+    from conduitctl.runtime.sim_image import build_image
 
     with _locked(tmp_path_factory.getbasetemp().parent / "conduit-sim-build.lock"):
         return build_image("conduit-sim:local")

@@ -32,7 +32,7 @@ def docker_client() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def image_id(docker_client: Any, sim_image: str) -> str:
-    from conduitctl.sim.image import image_exists
+    from conduitctl.runtime.sim_image import image_exists
 
     built = sim_image  # build_image's id, built under the workers' lock (conftest.py)
     assert built.startswith("sha256:")

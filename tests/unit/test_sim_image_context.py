@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conduitctl.errors import MissingDependency
-from conduitctl.sim import image
+from conduitctl.runtime import sim_image as image
 
 
 def _imports(path: Path) -> set[str]:

@@ -337,7 +337,7 @@ def sim_build_image(
     as_json: JsonOpt = False,
 ) -> None:
     """Build the simulator image locally (debootstrap + docker import + docker build; no pull)."""
-    from conduitctl.sim.image import build_image
+    from conduitctl.runtime.sim_image import build_image
 
     def progress(message: str) -> None:
         err.print(f"[dim]{message}[/]")

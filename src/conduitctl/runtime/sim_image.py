@@ -45,7 +45,6 @@ STRIP_DIRS = (
     "var/log",
 )
 # Modules of the simulator package that are not stdlib-only and stay out of the image.
-EXCLUDED_MODULES = frozenset({"image.py"})
 DOCKERD_FIX = "start dockerd: dockerd --bridge=none --iptables=false"
 OUTPUT_TAIL_LINES = 30
 
@@ -64,7 +63,7 @@ def default_cache_dir() -> Path:
 
 def sim_package_dir() -> Path:
     """The directory of the simulator package (``src/conduitctl/sim``)."""
-    return Path(__file__).resolve().parent
+    return Path(__file__).resolve().parent.parent / "sim"
 
 
 def dockerfile_path() -> Path:
@@ -74,7 +73,7 @@ def dockerfile_path() -> Path:
 def sim_module_files(package_dir: Path | None = None) -> list[Path]:
     """The stdlib-only ``*.py`` files of the simulator package, sorted (what the image gets)."""
     pkg = package_dir or sim_package_dir()
-    return sorted(p for p in pkg.glob("*.py") if p.name not in EXCLUDED_MODULES)
+    return sorted(pkg.glob("*.py"))
 
 
 def debootstrap_command(target: Path, suite: str = SUITE, mirror: str = MIRROR) -> list[str]:
