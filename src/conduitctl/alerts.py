@@ -327,7 +327,7 @@ def conditions(tick: Tick, settings: Settings, history: History | None = None) -
                     RuleName.CRASH_LOOP,
                     labels,
                     float(b.restarts),
-                    f"restarts stopped after {b.restarts} restarts",
+                    f"{b.restarts} restarts; they go on, slower, until it stays healthy",
                 )
             )
         track = _oom_track(hist.oom.get(b.name), b, tick.ts)

@@ -21,7 +21,7 @@ class EventKind(StrEnum):
     FRONT_RESTART = "front_restart"
     FRONT_DOWN = "front_down"
     RESTART = "restart"  # the supervisor restarted a backend; data: attempt, backoff_s
-    CRASH_LOOP = "crash_loop"  # restarts stopped; data: restarts, window_s
+    CRASH_LOOP = "crash_loop"  # a crash loop: restarts go on, slower; data: restarts, window_s
     DEGRADE = "degrade"  # max clients raised on a survivor; data: from, to
     RESTORE = "restore"  # max clients back to the configured value
     ALERT_FIRED = "alert_fired"

@@ -135,7 +135,9 @@ class _TickCollector:
         up = _gauge("backend_up", "1 if the backend's process or container is running.", b)
         healthy = _gauge("backend_healthy", "1 if the backend passes its health check.", b)
         in_front = _gauge("backend_in_front", "1 if the front sends new clients to it.", b)
-        looping = _gauge("backend_crash_looping", "1 if restarts stopped: crash loop.", b)
+        looping = _gauge(
+            "backend_crash_looping", "1 while crash-looping (restarts go on, slower).", b
+        )
         clients = _gauge("backend_clients", "Clients by state.", ["backend", "state"])
         cpu = _gauge(
             "backend_cpu_ratio",

@@ -192,6 +192,10 @@ class Health(_Model):
     restart_backoff_max: Duration = Field(default=60.0, ge=0, le=3600)
     crash_loop_restarts: int = Field(default=5, ge=1, le=1000)
     crash_loop_window: Duration = Field(default=300.0, ge=10, le=86400)
+    # A crash loop never stops the restarts: they go on, the backoff capped at this.
+    crash_loop_backoff_max: Duration = Field(default=300.0, ge=1, le=86400)
+    # Healthy this long: the backoff starts over and the deaths before count no more.
+    min_healthy: Duration = Field(default=60.0, ge=1, le=86400)
     # Graceful degradation: after backends stay down this long and the survivors are full,
     # raise max clients on survivors (one at a time) up to the planner's per-backend ceiling.
     degrade_after: Duration = Field(default=120.0, ge=1, le=86400)

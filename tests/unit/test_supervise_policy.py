@@ -68,7 +68,38 @@ def test_crash_loop_when_it_dies_again_after_n_restarts_in_window():
     assert not exhausted(POLICY, state, now=7)  # 3 restarts: one more is allowed
     state = record_restart(POLICY, state, now=7)
     assert exhausted(POLICY, state, now=9)  # died again after the 4th
-    assert not may_restart(declare_loop(state), 1000)
+    looping = declare_loop(state)
+    assert not may_restart(looping, state.next_at - 0.1)  # its backoff still applies
+    assert may_restart(looping, state.next_at)  # a crash loop never stops the restarts
+
+
+def test_in_a_crash_loop_the_backoff_grows_to_its_own_cap_and_keeps_the_loop():
+    policy = RestartPolicy(backoff=1, backoff_max=8, loop_backoff_max=300)
+    state = declare_loop(RestartState())
+    gaps = []
+    for _ in range(12):
+        before = state.next_at
+        state = record_restart(policy, state, now=before)
+        gaps.append(state.next_at - before)
+    assert gaps[:4] == [1, 2, 4, 8] and max(gaps) == 300 and gaps[-1] == 300
+    assert state.crash_loop  # said once: it stays declared until it is healthy long enough
+    calm = record_restart(policy, RestartState(), 0)
+    assert delay(policy, 20) == 8 and calm.next_at - 0 == 1  # outside a loop: backoff_max
+
+
+def test_a_long_enough_healthy_run_ends_the_loop_and_its_count():
+    """Five deaths in 300 s, each after a healthy run of min_healthy or more, are no loop."""
+    policy = RestartPolicy(backoff=1, loop_restarts=3, loop_window=300, stable_after=60)
+    state = RestartState()
+    now = 0.0
+    for _ in range(5):
+        state = record_restart(policy, state, now)
+        state = record_stable(policy, state, healthy_since=now + 2, now=now + 62)
+        now += 65
+    assert not exhausted(policy, state, now) and state == RestartState()
+    looping = declare_loop(record_restart(policy, RestartState(), 0))
+    assert record_stable(policy, looping, healthy_since=10, now=69) == looping  # 59 s: not yet
+    assert record_stable(policy, looping, healthy_since=10, now=70) == RestartState()
 
 
 def test_restarts_spread_beyond_window_are_no_loop():
@@ -78,12 +109,17 @@ def test_restarts_spread_beyond_window_are_no_loop():
     assert not exhausted(POLICY, state, now=401)
 
 
-def test_plan_declares_the_loop_instead_of_restarting():
+def test_plan_declares_the_loop_once_and_restarts_anyway():
     state = RestartState()
     for t in (0, 1, 3, 7):
         state = record_restart(POLICY, state, now=t)
     dead_view = view(running=False, in_front=False, restart=state)
-    assert kinds(plan_tick([dead_view], FRONT, now=30, policy=POLICY)) == [(Kind.CRASH_LOOP, "c-1")]
+    assert kinds(plan_tick([dead_view], FRONT, now=30, policy=POLICY)) == [
+        (Kind.CRASH_LOOP, "c-1"),
+        (Kind.RESTART, "c-1"),
+    ]
+    declared = view(running=False, in_front=False, restart=declare_loop(state))
+    assert kinds(plan_tick([declared], FRONT, now=30, policy=POLICY)) == [(Kind.RESTART, "c-1")]
 
 
 def test_stability_resets_backoff():
@@ -140,10 +176,12 @@ def test_dead_backend_restarted_at_once_whatever_restart_after():
     assert kinds(actions) == [(Kind.FRONT_OUT, "c-1"), (Kind.RESTART, "c-1")]
 
 
-def test_crash_loop_is_left_alone():
-    loop = RestartState(crash_loop=True)
+def test_a_crash_loop_waits_out_its_backoff():
+    loop = RestartState(crash_loop=True, next_at=400)
     actions = plan_tick([view(running=False, in_front=False, restart=loop)], FRONT, now=100)
     assert actions == []
+    later = plan_tick([view(running=False, in_front=False, restart=loop)], FRONT, now=400)
+    assert kinds(later) == [(Kind.RESTART, "c-1")]
 
 
 def test_recovered_backend_comes_back():

@@ -5,6 +5,7 @@ policies it applies are tests/unit/test_supervise_policy.py's."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 from fakes import START, FakeClock, FakeFront, FakeProbes, FakeRuntime, Journal, fleet_config
@@ -17,6 +18,7 @@ from conduitctl.settings import settings_from_dict
 from conduitctl.supervise.daemon import Supervisor
 
 BACKOFF, BACKOFF_MAX, LOOP_RESTARTS = 2.0, 8.0, 3
+LOOP_BACKOFF_MAX, MIN_HEALTHY = 30.0, 20
 HEALTH = {
     "rise": 2,
     "fall": 2,
@@ -27,6 +29,8 @@ HEALTH = {
     "restart_backoff_max": BACKOFF_MAX,
     "crash_loop_restarts": LOOP_RESTARTS,
     "crash_loop_window": 60,
+    "crash_loop_backoff_max": LOOP_BACKOFF_MAX,
+    "min_healthy": MIN_HEALTHY,
 }
 
 
@@ -101,7 +105,9 @@ def test_a_dead_backend_leaves_the_front_and_is_restarted_with_backoff(tmp_path:
     assert rig.of(EventKind.FRONT_OUT, "c-1")[1:] == []  # out once, not once per death
 
 
-def test_a_crash_loop_stops_the_restarts_and_says_so(tmp_path: Path) -> None:
+def test_a_crash_loop_is_said_once_and_the_restarts_go_on_until_it_stays_healthy(
+    tmp_path: Path,
+) -> None:
     rig = Rig(tmp_path)
     rig.tick(at=0)
     t = 1.0
@@ -110,17 +116,27 @@ def test_a_crash_loop_stops_the_restarts_and_says_so(tmp_path: Path) -> None:
             rig.runtime.kill("c-1")
         rig.tick(at=t)
         t += 1
-    assert len(rig.starts("c-1")) == LOOP_RESTARTS
+    assert len(rig.starts("c-1")) == LOOP_RESTARTS + 1  # declared, and restarted anyway
     [loop] = rig.of(EventKind.CRASH_LOOP, "c-1")
     assert loop.data == {"restarts": LOOP_RESTARTS, "window_s": 60.0}
-    assert "restarts stopped" in loop.message
+    assert f"at most {LOOP_BACKOFF_MAX:g}s apart" in loop.message
 
-    for later in (t + 10, t + 100, t + 1000):  # long after its backoff and the window
+    for _ in range(8):  # it keeps dying: restarted each time its (capped) backoff is over
+        rig.runtime.kill("c-1")
+        t = rig.supervisor.slots["c-1"].restart.next_at - START
+        tick = rig.tick(at=t)
+    at = rig.restarts_at("c-1")
+    gaps = [b - a for a, b in itertools.pairwise(at)]
+    assert max(gaps) == LOOP_BACKOFF_MAX > BACKOFF_MAX  # slower than outside a loop
+    assert len(rig.of(EventKind.CRASH_LOOP)) == 1  # said once
+    assert {b.name: b.crash_looping for b in tick.backends} == {"c-1": True, "c-2": False}
+    assert rig.front.installed == (1, frozenset({"c-1"}))  # kept out of the front meanwhile
+
+    for later in range(int(t) + 1, int(t) + MIN_HEALTHY + 4):  # now it lives, and is healthy
         tick = rig.tick(at=later)
-    assert len(rig.starts("c-1")) == LOOP_RESTARTS
-    looping = {b.name: b.crash_looping for b in tick.backends}
-    assert looping == {"c-1": True, "c-2": False}
-    assert rig.front.installed == (1, frozenset({"c-1"}))  # kept out of the front
+    assert {b.name: b.crash_looping for b in tick.backends} == {"c-1": False, "c-2": False}
+    assert rig.front.installed[1] == frozenset()  # back in the front
+    assert rig.supervisor.slots["c-1"].restart.attempts == 0  # the backoff starts over
 
 
 def test_an_unhealthy_backend_leaves_the_front_and_returns_after_rise_probes(

@@ -71,6 +71,9 @@ class Slot:
     values: dict[str, float] = field(default_factory=dict)
     max_override: int | None = None  # raised max clients while the fleet is degraded
     oom_baseline: int | None = None  # the runtime's OOM count when it last started
+    # Not serving since (None: serving). Unlike health.since, the restarts of a crash loop
+    # do not reset it: it is how long the fleet has been short of this backend.
+    down_since: float | None = None
 
     @property
     def name(self) -> str:
@@ -134,6 +137,8 @@ class Supervisor:
             backoff_max=h.restart_backoff_max,
             loop_restarts=h.crash_loop_restarts,
             loop_window=h.crash_loop_window,
+            stable_after=h.min_healthy,
+            loop_backoff_max=h.crash_loop_backoff_max,
         )
         self.slots: dict[str, Slot] = {s.name: Slot(spec=s) for s in fleet_specs(settings)}
         self.down: set[str] = set()
@@ -398,7 +403,9 @@ class Supervisor:
             EventKind.CRASH_LOOP,
             slot.name,
             f"{slot.name} is crash-looping ({reason} after {len(slot.restart.recent)} restarts "
-            f"in {self.policy.loop_window:g}s); restarts stopped",
+            f"in {self.policy.loop_window:g}s); restarts go on, at most "
+            f"{self.policy.loop_backoff_max:g}s apart, until it stays healthy "
+            f"{self.policy.stable_after:g}s",
             restarts=len(slot.restart.recent),
             window_s=self.policy.loop_window,
         )
@@ -413,7 +420,7 @@ class Supervisor:
             Member(
                 name=slot.name,
                 healthy=slot.running and bool(slot.health.healthy) and slot.name not in self.down,
-                down_since=None if slot.health.healthy else slot.health.since,
+                down_since=slot.down_since,
                 configured=slot.backend.max_clients,
                 current=slot.max_override or slot.backend.max_clients,
                 load=slot.load,
@@ -513,6 +520,11 @@ class Supervisor:
                 )
                 for slot in self.slots.values()
             ]
+            for slot in self.slots.values():  # every tick, whatever it does next
+                if slot.health.healthy and slot.running:
+                    slot.down_since = None
+                elif slot.down_since is None:
+                    slot.down_since = slot.health.since
             front = self.front_view()
             actions = plan_tick(views, front, now, self.policy, h.restart_after)
             if actions:

@@ -19,7 +19,7 @@ class Kind(StrEnum):
     FRONT_OUT = "front_out"
     FRONT_IN = "front_in"
     RESTART = "restart"
-    CRASH_LOOP = "crash_loop"  # died again after its restarts: stop, and say so
+    CRASH_LOOP = "crash_loop"  # died again after its restarts: say so, restart more slowly
     FRONT_RESTART = "front_restart"
 
 
@@ -64,16 +64,17 @@ def plan_tick(
         why = "not running" if not b.running else f"unhealthy ({b.health.reason or 'probes'})"
         if bad and has_front and b.in_front:
             actions.append(Action(Kind.FRONT_OUT, b.name, why))
-        if bad and not b.restart.crash_loop and may_restart(b.restart, now):
+        if bad and may_restart(b.restart, now):
             # Alive but failing probes (a hang, or a lossy network): out of the front already;
             # restarted only once it has failed for `restart_after`, so a flaky network does
             # not cost the sessions a restart would drop.
             patient = b.running and now - b.health.since < restart_after
             if patient:
                 pass
-            elif policy is not None and exhausted(policy, b.restart, now):
-                actions.append(Action(Kind.CRASH_LOOP, b.name, why))
             else:
+                looping = policy is not None and exhausted(policy, b.restart, now)
+                if looping and not b.restart.crash_loop:  # said once; the restarts go on
+                    actions.append(Action(Kind.CRASH_LOOP, b.name, why))
                 actions.append(Action(Kind.RESTART, b.name, why))
         if not bad and b.health.healthy and has_front and not b.in_front:
             actions.append(Action(Kind.FRONT_IN, b.name, "healthy again"))

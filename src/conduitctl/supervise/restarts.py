@@ -1,4 +1,10 @@
-"""The restart policy (pure): exponential backoff per backend, crash-loop detection."""
+"""The restart policy (pure): exponential backoff per backend, crash-loop detection.
+
+A crash loop never stops the restarts (a station that comes back after an hour still serves
+its clients, as Kubernetes' CrashLoopBackOff never gives up): it is said once, and the
+backoff may then grow to `loop_backoff_max`. Only deaths before the backend stayed healthy
+for `stable_after` count towards one; a healthy run that long ends the loop and resets the
+backoff."""
 
 from __future__ import annotations
 
@@ -11,7 +17,8 @@ class RestartPolicy:
     backoff_max: float = 60.0
     loop_restarts: int = 5  # this many restarts within `loop_window` is a crash loop
     loop_window: float = 300.0
-    stable_after: float = 60.0  # healthy this long resets the backoff
+    stable_after: float = 60.0  # healthy this long resets the backoff and the loop's count
+    loop_backoff_max: float = 300.0  # in a crash loop, the backoff's cap
 
 
 @dataclass(frozen=True)
@@ -40,22 +47,26 @@ class RestartState:
         )
 
 
-def delay(policy: RestartPolicy, attempts: int) -> float:
-    """0 for the first restart, then backoff, 2 x backoff, ... up to backoff_max."""
+def delay(policy: RestartPolicy, attempts: int, crash_loop: bool = False) -> float:
+    """0 for the first restart, then backoff, 2 x backoff, ... up to backoff_max (in a
+    crash loop, up to loop_backoff_max)."""
     if attempts <= 0:
         return 0.0
-    return min(policy.backoff * 2 ** (attempts - 1), policy.backoff_max)
+    cap = max(policy.loop_backoff_max, policy.backoff_max) if crash_loop else policy.backoff_max
+    return min(policy.backoff * 2 ** min(attempts - 1, 62), cap)
 
 
 def may_restart(state: RestartState, now: float) -> bool:
-    return not state.crash_loop and now >= state.next_at
+    """Its backoff has passed. A crash loop only slows restarts down, never stops them."""
+    return now >= state.next_at
 
 
 def record_restart(policy: RestartPolicy, state: RestartState, now: float) -> RestartState:
     """After a restart: count it and set the next allowed time."""
     recent = (*(t for t in state.recent if now - t < policy.loop_window), now)
     attempts = state.attempts + 1
-    return RestartState(attempts=attempts, recent=recent, next_at=now + delay(policy, attempts))
+    wait = delay(policy, attempts, state.crash_loop)
+    return RestartState(attempts, recent, now + wait, state.crash_loop)
 
 
 def exhausted(policy: RestartPolicy, state: RestartState, now: float) -> bool:
@@ -70,9 +81,11 @@ def declare_loop(state: RestartState) -> RestartState:
 def record_stable(
     policy: RestartPolicy, state: RestartState, healthy_since: float, now: float
 ) -> RestartState:
-    """Healthy for `stable_after`: the backoff starts over (the crash-loop window stays)."""
-    if state.attempts and now - healthy_since >= policy.stable_after:
-        return replace(state, attempts=0, next_at=0.0)
+    """Healthy for `stable_after`: the backoff starts over, the deaths before no longer count
+    towards a crash loop, and a crash loop is over."""
+    stable = now - healthy_since >= policy.stable_after
+    if stable and (state.attempts or state.recent or state.crash_loop):
+        return RestartState()
     return state
 
 
