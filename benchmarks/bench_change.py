@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_fleet import BACKENDS, free_base, write_config
 
 CONDUITCTL = str(Path(sys.executable).with_name("conduitctl"))
+PURGE = ("down", "--purge", "--yes", "--discard-keys")  # throwaway keys: no backup
 REVIEW_ANCHOR_S = 300.0
 TARGET_S = 10.0
 
@@ -137,7 +138,7 @@ def main() -> int:
             cli("up", "--config", str(config))
             results["rolling_restart"] = rolling_restart_under_load(config, base)
         finally:
-            subprocess.run([CONDUITCTL, "down", "--purge", "--config", str(config)],
+            subprocess.run([CONDUITCTL, *PURGE, "--config", str(config)],
                            capture_output=True)  # fmt: skip
         if docker_ready():
             base = free_base(140)
@@ -145,7 +146,7 @@ def main() -> int:
             try:
                 results["rollback_docker"] = rollback_rounds(config, args.rounds)
             finally:
-                subprocess.run([CONDUITCTL, "down", "--purge", "--config", str(config)],
+                subprocess.run([CONDUITCTL, *PURGE, "--config", str(config)],
                                capture_output=True)  # fmt: skip
     if args.json:
         print(json.dumps(results, indent=2))

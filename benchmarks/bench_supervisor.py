@@ -146,7 +146,7 @@ def main() -> int:
             }
             print(f"kill 2 of 8: {results['kill_2_of_8_under_load']}", file=sys.stderr)
         finally:
-            cli("down", "--purge", "--config", str(config))
+            cli("down", "--purge", "--yes", "--discard-keys", "--config", str(config))
 
     if args.json:
         print(json.dumps(results, indent=2))

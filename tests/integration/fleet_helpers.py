@@ -86,6 +86,10 @@ metrics_port = {base + 2}
     return config
 
 
+# A test's own fleet, gone for good: its keys are throwaway (no backup first).
+PURGE = ("down", "--purge", "--yes", "--discard-keys")
+
+
 def cli(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [CONDUITCTL, *args],

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fleet_helpers import cli, cli_json, write_config
+from fleet_helpers import PURGE, cli, cli_json, write_config
 
 from conduitctl.events import EventKind
 from conduitctl.front.base import NoFront
@@ -202,4 +202,4 @@ def test_rolling_restart_aborts_and_alerts_when_one_does_not_come_back(
         assert event["data"]["restarted"] == ["ab-1"]
         assert event["data"]["not_touched"] == ["ab-3"]
     finally:
-        cli("down", "--purge", "--config", str(config), check=False)
+        cli(*PURGE, "--config", str(config), check=False)

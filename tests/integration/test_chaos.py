@@ -16,7 +16,7 @@ from typing import Any
 
 import psutil
 import pytest
-from fleet_helpers import FAST_HEALTH, cli, cli_json, write_config
+from fleet_helpers import FAST_HEALTH, PURGE, cli, cli_json, write_config
 
 from conduitctl.drills.chaos import ChaosReport, chaos_tables, run_chaos
 from conduitctl.errors import ConduitctlError
@@ -80,7 +80,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     )
     cli("up", "--config", str(config))
     yield config
-    cli("down", "--purge", "--config", str(config), check=False)
+    cli(*PURGE, "--config", str(config), check=False)
 
 
 def test_kill_one_backend_under_load(fleet):
@@ -208,7 +208,7 @@ def docker_fleet(tmp_path_factory: pytest.TempPathFactory, sim_image: str) -> It
     )
     cli("up", "--config", str(config))
     yield config
-    cli("down", "--purge", "--config", str(config), check=False)
+    cli(*PURGE, "--config", str(config), check=False)
 
 
 @pytest.mark.docker

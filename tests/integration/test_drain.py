@@ -14,6 +14,7 @@ import time
 import pytest
 from fleet_helpers import (
     CONDUITCTL,
+    PURGE,
     cli,
     cli_json,
     connected_clients,
@@ -64,7 +65,7 @@ def test_drain_drops_no_live_session_then_undrain(kind, tmp_path, free_block):
                 seen.add(sock.recv(100).decode().split()[1])
         assert victim in seen
     finally:
-        cli("down", "--purge", "--config", str(config), check=False)
+        cli(*PURGE, "--config", str(config), check=False)
 
 
 class Load:
@@ -183,4 +184,4 @@ def test_rolling_restart_keeps_all_but_one_serving(tmp_path, free_block):
         assert report.failed == 0, report.failed_by_reason  # new connections kept landing
         assert report.connected >= 100 and set(report.per_backend) == set(names)
     finally:
-        cli("down", "--purge", "--config", str(config), check=False)
+        cli(*PURGE, "--config", str(config), check=False)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from fleet_helpers import cli, cli_json, write_config
+from fleet_helpers import PURGE, cli, cli_json, write_config
 
 
 def greeting_via(port: int) -> str:
@@ -34,7 +34,7 @@ def process_fleet(request, tmp_path, free_block):
     name = f"pf{request.param[0]}-{initials}"
     config = write_config(tmp_path, base, name=name, containers=3, front=request.param)
     yield config, base
-    cli("down", "--purge", "--config", str(config), check=False)
+    cli(*PURGE, "--config", str(config), check=False)
 
 
 def test_up_twice_changes_nothing(process_fleet):
@@ -162,7 +162,7 @@ def test_broken_front_config_is_refused_and_old_front_keeps_serving(
         assert status.running and status.pid == pid
         assert greeting_via(base).startswith(f"bf{kind[0]}-")  # still serving
     finally:
-        cli("down", "--purge", "--config", str(config), check=False)
+        cli(*PURGE, "--config", str(config), check=False)
 
 
 @pytest.mark.slow
@@ -187,4 +187,4 @@ def test_fleet_holds_1000_clients_through_the_front(runtime, kind, request, tmp_
         status = cli_json("status", "--config", str(config))
         assert status["totals"]["healthy"] == 4
     finally:
-        cli("down", "--purge", "--config", str(config), check=False)
+        cli(*PURGE, "--config", str(config), check=False)

@@ -6,7 +6,7 @@ import socket
 
 import docker
 import pytest
-from fleet_helpers import cli, cli_json, write_config
+from fleet_helpers import PURGE, cli, cli_json, write_config
 
 pytestmark = [pytest.mark.docker]
 
@@ -16,7 +16,7 @@ def docker_fleet(tmp_path, free_block, sim_image):
     base = free_block(140)
     config = write_config(tmp_path, base, name="dkt", containers=3, runtime="docker")
     yield config, base
-    cli("down", "--purge", "--config", str(config), check=False)
+    cli(*PURGE, "--config", str(config), check=False)
 
 
 def test_containers_are_hardened(docker_fleet):
@@ -62,7 +62,7 @@ def test_up_twice_then_down_keeps_keys(docker_fleet):
     assert client.containers.list(all=True, filters={"label": "io.conduitctl.cluster=dkt"}) == []
     volumes = client.volumes.list(filters={"label": "io.conduitctl.cluster=dkt"})
     assert sorted(v.name for v in volumes) == ["dkt-data-1", "dkt-data-2", "dkt-data-3"]
-    cli("down", "--purge", "--config", str(config))
+    cli(*PURGE, "--config", str(config))
     assert client.volumes.list(filters={"label": "io.conduitctl.cluster=dkt"}) == []
 
 
@@ -91,7 +91,7 @@ def test_missing_image_is_a_clear_error(tmp_path, free_block, sim_image):
         tmp_path, base, name="dkm", containers=1, runtime="docker", image="conduit-sim:nope"
     )
     result = cli("up", "--config", str(config), check=False)
-    cli("down", "--purge", "--config", str(config), check=False)
+    cli(*PURGE, "--config", str(config), check=False)
     assert result.returncode == 2
     assert "image conduit-sim:nope is not present locally" in result.stderr
 
@@ -116,7 +116,7 @@ def test_a_foreign_container_refuses_the_whole_up_before_any_step(tmp_path, free
         assert not any(v.name.startswith("dkf-data") for v in client.volumes.list())
     finally:
         squatter.remove(force=True)
-        cli("down", "--purge", "--config", str(config), check=False)
+        cli(*PURGE, "--config", str(config), check=False)
 
 
 @pytest.mark.serial  # a running conduit-manager station refuses every docker fleet on the host
@@ -139,4 +139,4 @@ def test_a_running_conduit_manager_station_refuses_the_whole_up(tmp_path, free_b
         assert not any(v.name.startswith("dkm-data") for v in client.volumes.list())
     finally:
         station.remove(force=True)
-        cli("down", "--purge", "--config", str(config), check=False)
+        cli(*PURGE, "--config", str(config), check=False)

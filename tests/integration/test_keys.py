@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fleet_helpers import cli, wait_keys, write_config
+from fleet_helpers import PURGE, cli, wait_keys, write_config
 
 from conduitctl.errors import BadInput
 from conduitctl.labels import volume_name
@@ -29,7 +29,7 @@ def process_fleet(tmp_path, free_block):
     cli("up", "--no-daemon", "--config", str(config))
     settings = load_settings(config)
     yield config, settings
-    cli("down", "--purge", "--config", str(config), check=False)
+    cli(*PURGE, "--config", str(config), check=False)
 
 
 def key_path(settings: Settings, name: str) -> Path:
@@ -107,7 +107,7 @@ def test_docker_keys_survive_a_purged_volume(tmp_path, free_block, sim_image):
         assert {e.backend for e in report.entries if e.status == keys.Status.BACKED_UP} == set(
             names
         )
-        cli("down", "--purge", "--config", str(config))
+        cli(*PURGE, "--config", str(config))
         client = docker.from_env()
         assert client.volumes.list(filters={"label": "io.conduitctl.cluster=dkk"}) == []
         assert keys.would_regenerate(settings, backups=tmp_path / "backups") == names
@@ -132,7 +132,7 @@ def test_docker_keys_survive_a_purged_volume(tmp_path, free_block, sim_image):
             status = json.loads(cli("status", "--json", "--config", str(config)).stdout)
         assert wait_keys(keys.store_for(settings), names) == originals
     finally:
-        cli("down", "--purge", "--config", str(config), check=False)
+        cli(*PURGE, "--config", str(config), check=False)
 
 
 def test_up_refuses_to_regenerate_a_backed_up_key(tmp_path, free_block):
@@ -147,7 +147,7 @@ def test_up_refuses_to_regenerate_a_backed_up_key(tmp_path, free_block):
             time.sleep(0.1)
         original = key.read_bytes()
         cli("keys", "backup", "--config", str(config))
-        cli("down", "--purge", "--config", str(config))  # the keys are gone, the backup is not
+        cli(*PURGE, "--config", str(config))  # the keys are gone, the backup is not
         refused = cli("up", "--config", str(config), check=False)
         assert refused.returncode == 2
         assert "backup exists" in refused.stderr and "--new-keys" in refused.stderr
@@ -156,4 +156,25 @@ def test_up_refuses_to_regenerate_a_backed_up_key(tmp_path, free_block):
         cli("up", "--config", str(config))
         assert key.read_bytes() == original  # the same station, same reputation
     finally:
-        cli("down", "--purge", "--config", str(config), check=False)
+        cli(*PURGE, "--config", str(config), check=False)
+
+
+def test_purge_asks_for_yes_then_backs_the_keys_up_before_deleting_them(process_fleet):
+    config, settings = process_fleet
+    originals = wait_keys(keys.store_for(settings), ["kp-1", "kp-2"])
+    refused = cli("down", "--purge", "--config", str(config), check=False)
+    assert refused.returncode == 2 and "add --yes" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert all(key_path(settings, n).exists() for n in originals)  # nothing stopped or lost
+    assert (
+        json.loads(cli("status", "--json", "--config", str(config)).stdout)["backends"][0]["state"]
+        == "running"
+    )
+
+    done = json.loads(cli("down", "--purge", "--yes", "--json", "--config", str(config)).stdout)
+    saved = Path(done["keys_backup"])
+    assert not any(key_path(settings, n).exists() for n in originals)  # purged...
+    for name, data in originals.items():  # ...after a verified copy was made
+        assert (saved / f"{name}.conduit_key.json").read_bytes() == data
+    manifest = json.loads((saved / "manifest.json").read_text())
+    assert manifest["cluster"] == "kp" and set(manifest["keys"]) == set(originals)

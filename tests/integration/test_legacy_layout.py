@@ -14,7 +14,7 @@ from typing import Any
 
 import docker
 import pytest
-from fleet_helpers import cli, wait_keys, write_config
+from fleet_helpers import PURGE, cli, wait_keys, write_config
 
 from conduitctl import labels
 from conduitctl.errors import BadInput, ConduitctlError
@@ -88,7 +88,7 @@ def cleanup(client: Any, config: Path) -> None:
         )
         if made_here and CONTAINER_NAMES.match(container.name):
             container.remove(force=True)
-    cli("down", "--purge", "--config", str(config), check=False)
+    cli(*PURGE, "--config", str(config), check=False)
     for volume in client.volumes.list(filters={"label": f"{labels.LABEL_LEGACY}={CLUSTER}"}):
         volume.remove(force=True)
 

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from fleet_helpers import cli, cli_json, connected_clients, wait_for, write_config
+from fleet_helpers import PURGE, cli, cli_json, connected_clients, wait_for, write_config
 
 from conduitctl.drills.loadtest import LoadReport, LoadSpec, run_load
 from conduitctl.front.base import NoFront
@@ -128,7 +128,7 @@ def test_rolling_restart_waits_for_the_sessions_to_end(tmp_path, free_block):
         assert cli_json("events", "--kind", "restart", "--config", str(config)) == []
         print(f"restart --all took {took:.1f}s")
     finally:
-        cli("down", "--purge", "--config", str(config), check=False)
+        cli(*PURGE, "--config", str(config), check=False)
 
 
 def test_restart_anyway_when_the_bound_passes(tmp_path, free_block):
@@ -163,7 +163,7 @@ def test_restart_anyway_when_the_bound_passes(tmp_path, free_block):
         after = pids(config)
         assert after["nt-2"] != before["nt-2"] and after["nt-1"] == before["nt-1"]
     finally:
-        cli("down", "--purge", "--config", str(config), check=False)
+        cli(*PURGE, "--config", str(config), check=False)
 
 
 def test_low_clients_is_refused_with_a_front(tmp_path, free_block):

@@ -4,7 +4,15 @@ every identity key intact, and a process fleet rolled back and forth (undo)."""
 from __future__ import annotations
 
 import pytest
-from fleet_helpers import cli, cli_json, key_hashes, running_hashes, wanted_hashes, write_config
+from fleet_helpers import (
+    PURGE,
+    cli,
+    cli_json,
+    key_hashes,
+    running_hashes,
+    wanted_hashes,
+    write_config,
+)
 
 
 @pytest.mark.docker
@@ -38,7 +46,16 @@ def test_rollback_of_8_docker_backends_restores_them_and_keeps_keys(
         rows = cli_json("status", "--config", str(config))["backends"]
         assert [r["health"] for r in rows] == ["healthy"] * 8
     finally:
-        cli("down", "--purge", "--config", str(config), check=False, timeout=180)
+        cli(
+            "down",
+            "--purge",
+            "--yes",
+            "--discard-keys",
+            "--config",
+            str(config),
+            check=False,
+            timeout=180,
+        )
 
 
 def test_rollback_twice_undoes_it_and_picks_named_snapshots(tmp_path, free_block):
@@ -69,7 +86,7 @@ def test_rollback_twice_undoes_it_and_picks_named_snapshots(tmp_path, free_block
         assert missing.returncode == 2
         assert "no snapshot 'no-such-snapshot'" in missing.stderr
     finally:
-        cli("down", "--purge", "--config", str(config), check=False)
+        cli(*PURGE, "--config", str(config), check=False)
 
 
 @pytest.mark.docker
@@ -105,7 +122,16 @@ def test_an_image_rebuilt_under_its_tag_is_rolled_out_and_back(tmp_path, free_bl
         assert client.images.get(tag).id == first and images() == {first}
         assert key_hashes(config) == keys_before
     finally:
-        cli("down", "--purge", "--config", str(config), check=False, timeout=180)
+        cli(
+            "down",
+            "--purge",
+            "--yes",
+            "--discard-keys",
+            "--config",
+            str(config),
+            check=False,
+            timeout=180,
+        )
         remove_faulty_image(tag)
         # Only the images built here (the one the tag moved off is left untagged): the
         # faulty images other tests build at the same time are theirs to remove.

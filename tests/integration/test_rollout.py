@@ -15,6 +15,7 @@ import time
 import pytest
 from fleet_helpers import (
     CONDUITCTL,
+    PURGE,
     cli,
     cli_json,
     connected_clients,
@@ -56,7 +57,7 @@ def test_rollout_moves_the_fleet_in_stages(tmp_path, free_block):
         again = cli("rollout", "--config", str(config), check=False)
         assert again.returncode == 2 and "nothing to roll out" in again.stderr
     finally:
-        cli("down", "--purge", "--config", str(config), check=False)
+        cli(*PURGE, "--config", str(config), check=False)
 
 
 def test_the_supervisor_resumes_a_rollout_after_a_reboot(tmp_path, free_block):
@@ -90,7 +91,7 @@ def test_the_supervisor_resumes_a_rollout_after_a_reboot(tmp_path, free_block):
         assert done["phase"] == "passed" and done["driver_pid"] != driver.pid
         assert running_hashes(config) == wanted_hashes(config)
     finally:
-        cli("down", "--purge", "--config", str(config), check=False)
+        cli(*PURGE, "--config", str(config), check=False)
 
 
 # Serial: the rollout must reach rn-1 while the 4 s load still runs; on a host loaded by the
@@ -118,7 +119,7 @@ def test_without_a_front_a_stage_waits_for_the_sessions_to_end(tmp_path, free_bl
         assert reports[0].connected == 60 and reports[0].sessions_dropped == 0
         assert running_hashes(config) == wanted_hashes(config)
     finally:
-        cli("down", "--purge", "--config", str(config), check=False)
+        cli(*PURGE, "--config", str(config), check=False)
 
 
 def test_abort_rolls_back_a_running_rollout(tmp_path, free_block):
@@ -146,7 +147,7 @@ def test_abort_rolls_back_a_running_rollout(tmp_path, free_block):
         nothing = cli("rollout", "--abort", "--config", str(config), check=False)
         assert nothing.returncode == 2 and "no rollout in progress" in nothing.stderr
     finally:
-        cli("down", "--purge", "--config", str(config), check=False)
+        cli(*PURGE, "--config", str(config), check=False)
 
 
 # Serial: with the other tests loading the host, the roll back's recreate of a backend lost
@@ -209,5 +210,14 @@ def test_rollout_of_an_image_that_ooms_is_rolled_back(tmp_path, free_block, sim_
         assert any(e["kind"] == "operation_failed" and "rollout" in e["message"] for e in events)
     finally:
         load_done.set()
-        cli("down", "--purge", "--config", str(config), check=False, timeout=180)
+        cli(
+            "down",
+            "--purge",
+            "--yes",
+            "--discard-keys",
+            "--config",
+            str(config),
+            check=False,
+            timeout=180,
+        )
         remove_faulty_image(bad_image)

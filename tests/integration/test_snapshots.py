@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import stat
 
-from fleet_helpers import cli, cli_json, write_config
+from fleet_helpers import PURGE, cli, cli_json, write_config
 
 
 def test_a_snapshot_before_each_change_and_none_without(tmp_path, free_block):
@@ -27,4 +27,4 @@ def test_a_snapshot_before_each_change_and_none_without(tmp_path, free_block):
         assert "upstream" in (saved / "nginx.conf").read_text()  # the front as installed
         assert stat.S_IMODE((saved / "conduit.toml").stat().st_mode) == 0o644
     finally:
-        cli("down", "--purge", "--config", str(config), check=False)
+        cli(*PURGE, "--config", str(config), check=False)

@@ -17,6 +17,7 @@ import psutil
 import pytest
 from fleet_helpers import (
     FAST_HEALTH,
+    PURGE,
     cli,
     cli_json,
     daemon_metrics,
@@ -57,7 +58,7 @@ def fleet(tmp_path, free_block) -> Iterator[Callable[..., Path]]:
 
     yield make
     for config in configs:
-        cli("down", "--purge", "--config", str(config), check=False)
+        cli(*PURGE, "--config", str(config), check=False)
 
 
 def test_killed_backend_leaves_the_front_in_under_a_second_and_recovers(fleet):

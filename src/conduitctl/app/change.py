@@ -166,11 +166,17 @@ class Downed:
     result: DownResult
     supervisor_stopped: bool
     rollout_paused: str | None  # the id of the rollout whose driver it stopped
+    keys_backup: str | None = None  # where `purge` saved the keys first
 
 
-def down(fleet: Fleet, *, purge: bool = False, progress: Progress = _quiet) -> Downed:
+def down(
+    fleet: Fleet, *, purge: bool = False, backup_keys: bool = True, progress: Progress = _quiet
+) -> Downed:
     """Stop the front and every backend (their data kept unless `purge`); the supervisor
-    and a rollout's driver first, as both would start again what down stops."""
+    and a rollout's driver first, as both would start again what down stops. Before a
+    purge the keys are backed up and each copy verified (unless not `backup_keys`): a
+    failed backup purges nothing."""
+    from conduitctl.ops import keys
     from conduitctl.ops.rollout import stop_driver
 
     supervisor_stopped = stop_supervisor(fleet, progress)
@@ -179,6 +185,11 @@ def down(fleet: Fleet, *, purge: bool = False, progress: Progress = _quiet) -> D
     if paused is not None:
         progress(f"rollout {paused} paused: `rollout --resume` or `rollout --abort` later")
     with changing(fleet, fleet.known_backends(), rollout=True):
+        saved = None
+        if purge and backup_keys:
+            report = keys.backup(fleet.settings, store=fleet.runtime.key_store(fleet.settings))
+            saved = str(report.directory)
+            progress(f"keys backed up and verified in {saved}")
         result = converging.down(
             fleet.settings, fleet.runtime, fleet.front, purge=purge, progress=progress
         )
@@ -186,4 +197,4 @@ def down(fleet: Fleet, *, purge: bool = False, progress: Progress = _quiet) -> D
             kept = "data purged" if purge else "data kept"
             record(fleet, "down", f"down: {len(result.stopped)} backends stopped, {kept}",
                    stopped=result.stopped, purged=result.purged)  # fmt: skip
-    return Downed(result, supervisor_stopped, paused)
+    return Downed(result, supervisor_stopped, paused, saved)

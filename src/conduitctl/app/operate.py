@@ -6,6 +6,7 @@ operator lock, holds what it works on, records what it did and leaves the superv
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from conduitctl.app.change import changing, record
 from conduitctl.app.context import Fleet
@@ -13,6 +14,7 @@ from conduitctl.fleet import require_backend
 from conduitctl.ops import converge as converging
 from conduitctl.ops import drain as draining
 from conduitctl.ops.drain import DrainResult, RestartAborted
+from conduitctl.ops.keys import KeysReport, Status
 
 Progress = Callable[[str], None]
 
@@ -93,3 +95,20 @@ def undrain(fleet: Fleet, name: str, *, progress: Progress = _quiet) -> None:
     with changing(fleet, [name]):
         draining.undrain(fleet.settings, fleet.runtime, fleet.front, name, progress=progress)
         record(fleet, "undrain", f"undrain {name}", backend=name)
+
+
+def restore_keys(
+    fleet: Fleet, directory: Path | None, *, backend: str | None = None, force: bool = False
+) -> KeysReport:
+    """The keys of a backup of this cluster back into its stopped backends, every backend
+    held meanwhile so the supervisor starts none of them on a half-written key."""
+    from conduitctl.ops.keys import restore
+
+    with changing(fleet, fleet.known_backends()):
+        report = restore(fleet.settings, directory, backend=backend, force=force,
+                         store=fleet.runtime.key_store(fleet.settings))  # fmt: skip
+        written = [e.backend for e in report.entries if e.status is not Status.UNCHANGED]
+        if written:
+            record(fleet, "keys restore", f"keys restored: {', '.join(written)}",
+                   backup=str(report.directory), backends=written)  # fmt: skip
+    return report

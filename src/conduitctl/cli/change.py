@@ -208,10 +208,10 @@ def keys_restore(
     as_json: JsonOpt = False,
 ) -> None:
     """Write the keys of the newest backup back into the stopped backends' data."""
-    from conduitctl.ops.keys import restore
+    from conduitctl.app import operate
+    from conduitctl.app.context import Fleet
 
-    settings, _ = load_config(config)
-    report = restore(settings, directory, backend=backend, force=force)
+    report = operate.restore_keys(Fleet.load(config), directory, backend=backend, force=force)
     if as_json:
         emit_json(report.to_dict())
     else:

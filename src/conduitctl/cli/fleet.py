@@ -19,6 +19,7 @@ from conduitctl.cli.common import (
     out,
     progress_printer,
 )
+from conduitctl.errors import BadInput
 from conduitctl.settings import (
     find_config,
     load_settings,
@@ -76,7 +77,13 @@ def up(
 def down(
     config: ConfigOpt = None,
     purge: Annotated[
-        bool, typer.Option(help="also delete data: identity keys are lost for good")
+        bool,
+        typer.Option(help="also delete the data (identity keys); needs --yes, backs them up first"),
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="confirm --purge")] = False,
+    discard_keys: Annotated[
+        bool,
+        typer.Option(help="--purge without backing the keys up first: they are lost for good"),
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -84,13 +91,24 @@ def down(
     from conduitctl.app import change
     from conduitctl.app.context import Fleet
 
-    downed = change.down(Fleet.load(config), purge=purge, progress=progress_printer(as_json))
+    if purge and not yes:
+        raise BadInput("down --purge deletes every station's identity key: add --yes "
+                       "(the keys are backed up and verified first)")  # fmt: skip
+    if discard_keys and not purge:
+        raise BadInput("--discard-keys goes with --purge --yes")
+    downed = change.down(
+        Fleet.load(config),
+        purge=purge,
+        backup_keys=purge and not discard_keys,
+        progress=progress_printer(as_json),
+    )
     result = downed.result
     if as_json:
-        emit_json(result.to_dict())
+        emit_json({**result.to_dict(), "keys_backup": downed.keys_backup})
         return
     kept = "data purged" if purge else "data kept"
-    out.print(f"down: {len(result.stopped)} backends stopped, {kept}")
+    saved = f"; keys backed up in {downed.keys_backup}" if downed.keys_backup else ""
+    out.print(f"down: {len(result.stopped)} backends stopped, {kept}{saved}")
 
 
 def status_table(view: Any) -> Table:

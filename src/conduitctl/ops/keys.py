@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -140,6 +141,27 @@ def parse_manifest(text: str, where: Path | str = MANIFEST) -> Manifest:
         keys=dict(keys),
         no_key=tuple(str(n) for n in no_key) if isinstance(no_key, list) else (),
     )
+
+
+def check_belongs(manifest: Manifest, cluster: str, where: Path | str) -> None:
+    """A backup restores into its own cluster only, and names nothing but its backends
+    (`{cluster}-{index}`): a name is a file and a volume, never a path.
+
+    Raises:
+        BadInput: another cluster's backup, or a name that is not one of its backends.
+    """
+    if manifest.cluster != cluster:
+        raise BadInput(
+            f"{where} is a backup of cluster {manifest.cluster or '(unnamed)'!r}, not of "
+            f"{cluster!r}; pass this cluster's backup (keys backup writes one)"
+        )
+    pattern = re.compile(rf"{re.escape(cluster)}-[1-9][0-9]{{0,2}}")
+    strange = [n for n in (*manifest.keys, *manifest.no_key) if not pattern.fullmatch(n)]
+    if strange:
+        raise BadInput(
+            f"{where}: {strange[0]!r} is not a backend of {cluster} ({cluster}-1, "
+            f"{cluster}-2...); restore from a backup `keys backup` wrote"
+        )
 
 
 def _is_sha256(text: str) -> bool:
@@ -367,6 +389,7 @@ def restore(
     if directory is None:
         raise BadInput(f"no backup under {root}; run `conduitctl keys backup` first")
     manifest = parse_manifest((directory / MANIFEST).read_text(), directory / MANIFEST)
+    check_belongs(manifest, settings.cluster.name, directory)
     if backend is not None and backend not in manifest.keys:
         known = ", ".join(sorted(manifest.keys, key=_name_order)) or "none"
         raise BadInput(f"--backend {backend}: {directory} holds no key for it (it has: {known})")

@@ -410,7 +410,11 @@ class DockerRuntime:
         if purge:
             index = int(name.rsplit("-", 1)[1])
             with contextlib.suppress(docker.errors.NotFound):
-                self.client.volumes.get(labels.volume_name(self.cluster, index)).remove(force=True)
+                volume = self.client.volumes.get(labels.volume_name(self.cluster, index))
+                marks = volume.attrs.get("Labels") or {}
+                ours = (marks.get(labels.LABEL_OWNER), marks.get(labels.LABEL_CLUSTER))
+                if ours == (labels.OWNER, self.cluster):  # never a volume someone else made
+                    volume.remove(force=True)
 
     def logs(self, name: str, tail: int | None = None, follow: bool = False) -> Iterator[str]:
         container = self._get(name)
