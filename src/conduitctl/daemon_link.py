@@ -6,6 +6,7 @@ first, so it does not restart the backends `down` is stopping.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import psutil
 
+from conduitctl import procid
 from conduitctl.errors import ConduitctlError
 from conduitctl.statedir import StateDir, write_atomic
 
@@ -27,35 +29,49 @@ def pid_file(state_dir: Path) -> Path:
 
 
 def daemon_pid(state_dir: Path) -> int | None:
-    """The running daemon's pid, if its pid file names a live conduitctl daemon."""
-    try:
-        pid = int(pid_file(state_dir).read_text().split()[0])
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE or "daemon" not in proc.cmdline():
-            return None
-    except (OSError, ValueError, IndexError, psutil.Error):
+    """The running daemon's pid: the process its identity record names, still the same one
+    (start time and executable; conduitctl.procid), never whoever has the number now."""
+    files = StateDir(state_dir)
+    recorded = procid.load(files.daemon_identity)
+    if recorded is None:
         return None
-    return pid
+    return recorded.pid if procid.same(recorded, procid.identity_of(recorded.pid)) else None
+
+
+_held_lock: int | None = None  # the daemon's lock, open for the life of the process
 
 
 def claim(state_dir: Path) -> None:
-    """Write our pid file, refusing when another daemon supervises this state dir."""
-    other = daemon_pid(state_dir)
-    if other is not None and other != os.getpid():
+    """Take the daemon lock (an flock held until this process exits: a second daemon on the
+    same state dir cannot start, even in a race) and record our identity and pid file."""
+    global _held_lock
+    files = StateDir(state_dir)
+    files.root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(files.daemon_lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        other = daemon_pid(state_dir)
         raise ConduitctlError(
-            f"a daemon (pid {other}) already supervises {state_dir}; stop it first "
+            f"a daemon (pid {other or '?'}) already supervises {state_dir}; stop it first "
             "(conduitctl daemon-stop) or use it"
-        )
+        ) from None
+    _held_lock = fd
+    procid.record(files.daemon_identity, os.getpid())
     write_atomic(pid_file(state_dir), f"{os.getpid()}\n", secret=False)
 
 
 def release(state_dir: Path) -> None:
-    path = pid_file(state_dir)
-    try:
-        if int(path.read_text().split()[0]) == os.getpid():
-            path.unlink()
-    except (OSError, ValueError, IndexError):
-        pass
+    global _held_lock
+    files = StateDir(state_dir)
+    recorded = procid.load(files.daemon_identity)
+    if recorded is not None and recorded.pid == os.getpid():
+        files.daemon_identity.unlink(missing_ok=True)
+        pid_file(state_dir).unlink(missing_ok=True)
+    if _held_lock is not None:
+        os.close(_held_lock)  # releases the flock
+        _held_lock = None
 
 
 def spawn_detached(argv: list[str], out: Path) -> subprocess.Popen[bytes]:

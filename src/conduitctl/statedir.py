@@ -30,6 +30,16 @@ class StateDir:
         return self.root / "daemon.pid"
 
     @property
+    def daemon_identity(self) -> Path:
+        """The daemon's pid, start time and executable (conduitctl.procid)."""
+        return self.root / "daemon.identity.json"
+
+    @property
+    def daemon_lock(self) -> Path:
+        """Held (flock) by the running daemon for its whole life: two cannot start."""
+        return self.root / "daemon.lock"
+
+    @property
     def daemon_state(self) -> Path:
         """What the daemon keeps across its own restarts (backends it holds down, raised)."""
         return self.root / "daemon-state.json"

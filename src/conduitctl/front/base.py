@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import psutil
 
+from conduitctl import procid
 from conduitctl.errors import ConduitctlError
 from conduitctl.render.base import Rendered, RenderEnv
 from conduitctl.settings import Proto, Settings
@@ -93,6 +94,9 @@ class Front(Protocol):
     def stop(self, timeout: float = 10.0) -> bool: ...
 
 
+FRONT_EXES = frozenset({"nginx", "haproxy"})  # what a front master or worker runs
+
+
 def recorded_pid(path: Path) -> int | None:
     """The number in a pid file, alive or not."""
     try:
@@ -101,16 +105,23 @@ def recorded_pid(path: Path) -> int | None:
         return None
 
 
-def reap_session(sid: int, timeout: float | None = 3.0) -> list[int]:
+def reap_session(
+    sid: int, timeout: float | None = 3.0, exe_names: frozenset[str] = FRONT_EXES
+) -> list[int]:
     """Stop what is left of a front whose master died: its workers keep the master's session
-    id and would keep serving the old config (with reuseport, beside a new master).
+    id and would keep serving the old config (with reuseport, beside a new master). Only the
+    front's own executables: a stale pid may be the session id of a stranger's processes.
 
     SIGQUIT: they stop accepting and finish their sessions. With `timeout`, whatever is left
     then is killed; with None they are left to finish in their own time."""
     orphans = []
     for proc in psutil.process_iter():
         with contextlib.suppress(OSError, psutil.Error):
-            if proc.pid != os.getpid() and os.getsid(proc.pid) == sid:
+            if (
+                proc.pid != os.getpid()
+                and os.getsid(proc.pid) == sid
+                and Path(proc.exe()).name in exe_names
+            ):
                 proc.send_signal(signal.SIGQUIT)
                 orphans.append(proc)
     if timeout is not None:
@@ -121,18 +132,18 @@ def reap_session(sid: int, timeout: float | None = 3.0) -> list[int]:
     return [p.pid for p in orphans]
 
 
-def read_pid(path: Path) -> int | None:
-    try:
-        pid = int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-    except psutil.Error:
-        return None
-    return pid
+def read_pid(
+    path: Path,
+    identity: Path | None = None,
+    exe_names: frozenset[str] = FRONT_EXES,
+    config: Path | None = None,
+) -> int | None:
+    """The front's live master named by its pid file, when it is the process we started
+    (`identity`'s record, else an executable named one of `exe_names` running `config`):
+    after a reboot the number may name a stranger, which is never signalled."""
+    recorded = procid.load(identity) if identity is not None else None
+    marker = str(config) if config is not None else None
+    return procid.trusted(recorded_pid(path), recorded, exe_names, marker)
 
 
 def listener_addresses(settings: Settings) -> list[tuple[str, str, int]]:
@@ -262,6 +273,8 @@ class ProcessFront:
         self.dir = StateDir(env.state_dir).front
         self.conf = self.dir / self.config_name
         self.pid_file = self.pid_path()
+        self.identity_file = self.dir / "identity.json"  # the master we started (procid)
+        self.exe_names = frozenset({self.kind})
         self._planned: str | None = None  # the config text `plan` already had checked
 
     # --- what a front says about itself --------------------------------------------------
@@ -290,7 +303,7 @@ class ProcessFront:
     # --- shared ---------------------------------------------------------------------------
 
     def _pid(self) -> int | None:
-        return read_pid(self.pid_file)
+        return read_pid(self.pid_file, self.identity_file, self.exe_names, self.conf)
 
     @property
     def installed_config(self) -> Path | None:
@@ -351,6 +364,8 @@ class ProcessFront:
         if pid is None:
             dead_master = recorded_pid(self.pid_file)
             self.start_process()
+            if (started := self._pid()) is not None:
+                procid.record(self.identity_file, started)
             if dead_master is not None:
                 # After the new master listens (reuseport), so no connection is refused: the
                 # old workers finish their sessions and take no new ones.
@@ -369,7 +384,7 @@ class ProcessFront:
         return self.apply(down)
 
     def _reap(self, dead_master: int, timeout: float | None) -> None:
-        reaped = reap_session(dead_master, timeout)
+        reaped = reap_session(dead_master, timeout, self.exe_names)
         if reaped:
             log.warning("stopping the orphaned workers of a dead master",
                         extra={"front": self.kind, "workers": len(reaped),
@@ -383,7 +398,7 @@ class ProcessFront:
                 self._reap(dead_master, timeout)
             return False
         stop_by_signal(pid, self.stop_signal, timeout)
-        for leftover in (self.pid_file, *self.leftovers()):
+        for leftover in (self.pid_file, self.identity_file, *self.leftovers()):
             leftover.unlink(missing_ok=True)
         return True
 
