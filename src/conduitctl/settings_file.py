@@ -11,7 +11,7 @@ from pathlib import Path
 from conduitctl.errors import BadInput
 from conduitctl.render.base import _TEMPLATES
 from conduitctl.settings import Settings, parse_settings
-from conduitctl.statedir import write_atomic
+from conduitctl.statedir import config_holds_secrets, write_atomic
 from conduitctl.units import format_duration, format_size
 
 
@@ -55,5 +55,7 @@ def write_config(text: str, path: Path, *, secret: bool, force: bool = False) ->
 
 
 def replace_config(text: str, path: Path) -> None:
-    """Rewrite an existing conduit.toml atomically, as private as it was (0600 stays 0600)."""
-    write_config(text, path, secret=(path.stat().st_mode & 0o077) == 0, force=True)
+    """Rewrite conduit.toml atomically. Its mode comes from the new text (0600 when it holds
+    a secret, whatever the old file's mode was), and a private file never becomes readable."""
+    was_private = path.exists() and (path.stat().st_mode & 0o077) == 0
+    write_config(text, path, secret=was_private or config_holds_secrets(text), force=True)

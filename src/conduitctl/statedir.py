@@ -193,7 +193,7 @@ def config_holds_secrets(text: str) -> bool:
     """
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, ValueError):  # ValueError: an integer of 4,300+ digits
         return True
     alerts = data.get("alerts", {})
     return not isinstance(alerts, dict) or bool(alerts.get("notifiers"))

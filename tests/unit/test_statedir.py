@@ -94,3 +94,21 @@ def test_load_settings_anchors_a_relative_state_dir(
     config.write_text('[cluster]\nstate_dir = "state"\n')
     monkeypatch.chdir(tmp_path)  # another cwd (the systemd unit's is /) must not matter
     assert load_settings(config).state_dir == tmp_path / "conf" / "state"
+
+
+def test_a_rolled_back_conduit_toml_takes_its_mode_from_its_text(tmp_path: Path) -> None:
+    """rollback writes an old conduit.toml over a public one: a token in it makes it 0600."""
+    from conduitctl.settings_file import replace_config
+
+    path = tmp_path / "conduit.toml"
+    path.write_text('[cluster]\nname = "c"\n')
+    path.chmod(0o644)
+    replace_config('[alerts]\nnotifiers = ["tgram://123:TOKEN/1"]\n', path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    replace_config('[cluster]\nname = "c"\n', path)  # private stays private
+    assert path.stat().st_mode & 0o777 == 0o600
+    fresh = tmp_path / "public.toml"
+    fresh.write_text("")
+    fresh.chmod(0o644)
+    replace_config('[cluster]\nname = "c"\n', fresh)  # no secret: readable, as it was
+    assert fresh.stat().st_mode & 0o777 == 0o644
