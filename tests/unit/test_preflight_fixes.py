@@ -313,3 +313,15 @@ def test_backend_ports_are_called_backend_ports() -> None:
 )
 def test_backend_ports(settings: Settings, ports: list[int]) -> None:
     assert backend_ports(settings) == ports
+
+
+def test_settings_backups_are_pruned_to_the_newest(tmp_path):
+    from conduitctl.ops.preflight import prune_backups
+
+    for n in range(25):
+        (tmp_path / f"conduit.toml.20261201T0000{n:02d}Z").write_text("x")
+    (tmp_path / "other.file").write_text("kept")
+    removed = prune_backups(tmp_path, "conduit.toml", keep=20)
+    assert [p.name for p in removed] == [f"conduit.toml.20261201T0000{n:02d}Z" for n in range(5)]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert len(left) == 21 and left[0] == "conduit.toml.20261201T000005Z" and "other.file" in left

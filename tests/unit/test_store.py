@@ -215,3 +215,18 @@ def test_history_point_and_summary_to_dict():
         "last_hour": {"deaths": 1, "ooms": 0, "restarts": 0, "health_changes": 0},
         "last_day": {"deaths": 2, "ooms": 0, "restarts": 1, "health_changes": 0},
     }
+
+
+def test_a_flapping_backend_cannot_fill_the_disk_with_events(tmp_path):
+    from conduitctl.events import Event, EventKind
+    from conduitctl.store import Store
+
+    hour = 3600.0 * 500_000
+    with Store(tmp_path / "h.db", events_per_backend_hour=5) as store:
+        kept = [store.record(Event(hour + i, EventKind.DEATH, "c-1", "died")) for i in range(8)]
+        assert kept == [True] * 5 + [False] * 3
+        assert store.record(Event(hour + 9, EventKind.CRASH_LOOP, "c-1", "loop"))  # never capped
+        assert store.record(Event(hour + 9, EventKind.DEATH, "c-2", "died"))  # its own count
+        assert store.record(Event(hour + 3600, EventKind.DEATH, "c-1", "died"))  # a new hour
+        kinds = [(e.backend, e.kind.value) for e in store.events(since=0)]
+    assert kinds.count(("c-1", "death")) == 6 and ("c-1", "crash_loop") in kinds

@@ -51,6 +51,7 @@ from conduitctl.settings import Settings
 from conduitctl.settings_file import holds_secrets
 
 BACKUP_DIR = "backups"
+KEEP_BACKUPS = 20  # preflight runs often (CI, cron): its backups must not grow forever
 
 
 def backup_config(
@@ -96,8 +97,19 @@ def backup_config(
             ),
             None,
         )
+    pruned = prune_backups(directory, config_path.name)
     why = " (0600: it holds notifier secrets)" if secret else ""
-    return Check(name, "pass", f"{config_path.absolute()} copied to {target}{why}"), target
+    gone = f"; {len(pruned)} older removed (the newest {KEEP_BACKUPS} are kept)" if pruned else ""
+    return Check(name, "pass", f"{config_path.absolute()} copied to {target}{why}{gone}"), target
+
+
+def prune_backups(directory: Path, config_name: str, keep: int = KEEP_BACKUPS) -> list[Path]:
+    """Remove all but the newest `keep` settings backups (their names sort by time)."""
+    backups = sorted(directory.glob(f"{config_name}.*"), key=lambda p: p.name)
+    old = backups[:-keep] if keep > 0 else backups
+    for path in old:
+        path.unlink(missing_ok=True)
+    return old
 
 
 def run_preflight(

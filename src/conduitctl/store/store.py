@@ -4,6 +4,7 @@ daemon and the CLI make (record, events, record_tick, maintain, history, summary
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import threading
 import time
@@ -30,6 +31,15 @@ from conduitctl.store.queries import (
 from conduitctl.store.samples import DAY, HOUR, RES_SECONDS, pick_resolution
 from conduitctl.store.writing import insert_event, insert_ticks
 
+log = logging.getLogger(__name__)
+# One routine event every 10 s on average, per backend: a station that flaps all hour is
+# still fully visible in its first minutes and in the alerts, never a disk filled.
+EVENTS_PER_BACKEND_HOUR = 360
+CAPPED_KINDS = frozenset({
+    EventKind.START, EventKind.STOP, EventKind.DEATH, EventKind.HEALTH,
+    EventKind.FRONT_OUT, EventKind.FRONT_IN, EventKind.RESTART,
+})  # fmt: skip
+
 
 class Store:
     """The history database at `path`, created (mode 0600, parent directories included) and
@@ -51,6 +61,7 @@ class Store:
         busy_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
         flush_every: float = 0.0,
+        events_per_backend_hour: int = EVENTS_PER_BACKEND_HOUR,
     ) -> None:
         for name, value in (
             ("raw_retention", raw_retention),
@@ -70,6 +81,8 @@ class Store:
         # 1.8 GB a day at 1 s), which a small VPS's disk should not pay. 0: write each tick.
         self.flush_every = flush_every
         self._pending: list[Tick] = []
+        self.events_per_backend_hour = events_per_backend_hour
+        self._event_counts: dict[tuple[str, int], int] = {}  # (backend, hour) -> recorded
         self._clock = clock
         self._lock = threading.Lock()
         self._db = Database(self.path, busy_timeout)
@@ -98,11 +111,34 @@ class Store:
 
     # -- events
 
-    def record(self, event: Event) -> None:
+    def record(self, event: Event) -> bool:
         """Append one event (its own transaction). Data that JSON cannot hold is stored as
-        its `str()`."""
-        with self._lock, self._db.guard("record an event in"):
-            insert_event(self._db, event)
+        its `str()`. A flapping backend's routine events (deaths, restarts, health, in and
+        out of the front) stop being written past `events_per_backend_hour` in an hour, so
+        it cannot fill the disk; the first one dropped is logged. False when dropped."""
+        with self._lock:
+            if not self._within_cap(event):
+                return False
+            with self._db.guard("record an event in"):
+                insert_event(self._db, event)
+        return True
+
+    def _within_cap(self, event: Event) -> bool:
+        if event.backend is None or event.kind not in CAPPED_KINDS:
+            return True
+        hour = int(event.ts // HOUR)
+        key = (event.backend, hour)
+        count = self._event_counts.get(key, 0) + 1
+        self._event_counts[key] = count
+        if len(self._event_counts) > 4096:  # old hours: forget them
+            for old in [k for k in self._event_counts if k[1] < hour]:
+                del self._event_counts[old]
+        if count == self.events_per_backend_hour + 1:
+            log.warning(
+                "event cap reached; its routine events are dropped until the hour ends",
+                extra={"backend": event.backend, "cap": self.events_per_backend_hour},
+            )
+        return count <= self.events_per_backend_hour
 
     def events(
         self,

@@ -147,18 +147,34 @@ def fleet_capacity(settings: Settings) -> int:
     return plan.limits[plan.bottleneck].clients
 
 
+def _rollout_stuck(settings: Settings, rollout: str, resumes: int) -> None:
+    from conduitctl.events import EventKind
+    from conduitctl.ops.announce import announce
+
+    announce(settings, EventKind.OPERATION_FAILED, None,
+             f"rollout {rollout}: its driver died after each of {resumes} resumes; not resumed "
+             "again: `conduitctl rollout --resume` (see rollout.out) or `rollout --abort`",
+             operation="rollout", resumes=resumes)  # fmt: skip
+
+
 async def _serve(settings: Settings, config_path: Path) -> None:
     env = render_env(settings, config_path)
     loop = asyncio.get_running_loop()
     outputs = Outputs(settings, settings.state_dir, loop)
     host = HostObserver(settings.host.nic, settings.host.nic_mbps)
+    resumer = Resumer(
+        config_path,
+        settings.state_dir,
+        env.log_dir,
+        on_give_up=lambda state, n: _rollout_stuck(settings, state.id, n),
+    )
     supervisor = Supervisor(
         settings,
         runtime_for(settings),
         front_for(settings, env),
         state_dir=settings.state_dir,
         sinks=[outputs.on_event],
-        tick_sinks=[outputs.on_tick, Resumer(config_path, settings.state_dir, env.log_dir)],
+        tick_sinks=[outputs.on_tick, resumer],
         host_observer=host.observe,
         queue_reader=host.accept_queues,
         fleet_capacity=fleet_capacity(settings),
