@@ -49,6 +49,11 @@ def test_up_twice_changes_nothing(process_fleet):
     assert second["front"] == "unchanged"
     seen = {greeting_via(base) for _ in range(12)}
     assert len(seen) == 3  # every backend serves through the front
+    front_logs = [
+        p for p in config.parent.rglob("*.log")
+        if p.name in ("nginx-error.log", "stream-access.log", "haproxy.log")
+    ]  # fmt: skip
+    assert front_logs and all(p.stat().st_mode & 0o777 == 0o640 for p in front_logs)
 
 
 def test_status_reports_every_backend_fast(process_fleet):

@@ -95,6 +95,7 @@ class Front(Protocol):
 
 
 FRONT_EXES = frozenset({"nginx", "haproxy"})  # what a front master or worker runs
+LOG_MODE = 0o640  # access and error logs: the adm group may read them, the world may not
 
 
 def recorded_pid(path: Path) -> int | None:
@@ -300,6 +301,10 @@ class ProcessFront:
         """Files to remove after a stop, besides the pid file."""
         return []
 
+    def log_files(self) -> list[Path]:
+        """The logs it writes: created 0640 before it starts (clients' addresses are in them)."""
+        return []
+
     # --- shared ---------------------------------------------------------------------------
 
     def _pid(self) -> int | None:
@@ -312,6 +317,12 @@ class ProcessFront:
     def _make_dirs(self) -> None:
         for directory in (self.dir, self.env.log_dir, self.env.run_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        for path in self.log_files():  # the front opens them for appending: they stay 0640
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_MODE)
+            try:
+                os.fchmod(fd, LOG_MODE)
+            finally:
+                os.close(fd)
 
     def plan(self, down: frozenset[str] = frozenset()) -> str:
         rendered = self.render(down)

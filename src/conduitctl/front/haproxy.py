@@ -84,6 +84,9 @@ class HaproxyFront(ProcessFront):
             log.warning("haproxy runtime API answered", extra={"answer": answer.strip()[:200]})
         return "runtime-api"
 
+    def log_files(self) -> list[Path]:
+        return [self.log_file]
+
     def leftovers(self) -> list[Path]:
         return [self.master_socket, haproxy_render.stats_socket_path(self.env)]
 

@@ -30,6 +30,9 @@ class NginxFront(ProcessFront):
     def pid_path(self) -> Path:
         return nginx_render.pid_path(self.env)
 
+    def log_files(self) -> list[Path]:
+        return [nginx_render.error_log_path(self.env), nginx_render.access_log_path(self.env)]
+
     def render(self, down: frozenset[str]) -> Rendered:
         return nginx_render.render_config(self.settings, self.env, down=down)
 
