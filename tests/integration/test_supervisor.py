@@ -317,3 +317,32 @@ def test_events_and_history_commands(fleet):
     assert host and host[-1]["values"]["mem_total_bytes"] > 0
     bad = cli("events", "--config", str(config), "--since", "yesterday", check=False)
     assert bad.returncode == 2 and "--since" in bad.stderr
+
+
+def test_sighup_swaps_the_notifiers_a_revoked_url_is_never_used_again(fleet, webhook):
+    from fleet_helpers import Webhook
+
+    replacement = Webhook()
+    try:
+        extra = (
+            FAST_HEALTH
+            + 'crash_loop_restarts = 2\ncrash_loop_window = "60s"\n'
+            + f'\n[alerts]\nnotifiers = ["json://127.0.0.1:{webhook.port}/hook"]\n'
+        )
+        config = fleet("shn", containers=2, extra=extra)
+        config.write_text(
+            config.read_text().replace(f"127.0.0.1:{webhook.port}", f"127.0.0.1:{replacement.port}")
+        )
+        cli("up", "--config", str(config))  # nothing to change: the supervisor re-reads it
+        wait_ticks(config, 2)
+        kill_fresh_pids(config, "shn-2", 3)
+        wait_for(lambda: first(events_of(config, "shn-2"), "crash_loop"), 15, "the crash loop")
+        post = wait_for(
+            lambda: next((p for p in replacement.bodies if "crash" in json.dumps(p).lower()), None),
+            20,
+            "the new notifier's message",
+        )
+        assert "shn-2" in json.dumps(post)
+        assert not [p for p in webhook.bodies if "crash" in json.dumps(p).lower()]  # revoked
+    finally:
+        replacement.close()

@@ -68,12 +68,20 @@ class Outputs:
         )
 
     def reconfigure(self, settings: Settings) -> None:
-        """New settings: the exporter's label values follow the new backends and listeners."""
+        """New settings (SIGHUP): the notifiers are the new ones; the exporter's label values
+        follow the new backends and listeners."""
         changed = (settings.backend_names(), settings.front.listeners) != (
             self.settings.backend_names(),
             self.settings.front.listeners,
         )
         moved = settings.daemon.metrics_port != self.settings.daemon.metrics_port
+        if settings.alerts.notifiers != self.settings.alerts.notifiers:
+            # A revoked or replaced URL is never used again: its workers finish what they
+            # hold (bounded), the new notifiers take everything from now on.
+            self.dispatcher.close(timeout=2)
+            self.dispatcher = Dispatcher(
+                notifiers_from_urls(settings.alerts.notifiers), on_result=self._on_result
+            )
         self.settings = settings
         if changed or moved:
             if self.server is not None:
