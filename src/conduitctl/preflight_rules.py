@@ -23,7 +23,7 @@ from conduitctl.preflight_facts import (
     PreflightFacts,
 )
 from conduitctl.render.sysctl import plan as sysctl_plan
-from conduitctl.settings import Settings
+from conduitctl.settings import Settings, hardening_warnings
 
 Status = Literal["pass", "warn", "fail"]
 
@@ -433,6 +433,10 @@ def evaluate(settings: Settings, facts: PreflightFacts) -> list[Check]:
         )
     )
     checks.append(check_clock(facts.clock))
+    checks += [
+        Check("hardening", "warn", line, "remove the opt-out unless this host needs it")
+        for line in hardening_warnings(settings)
+    ]
     return checks
 
 

@@ -6,6 +6,7 @@ Every error names the key, the value and the allowed range or the fix, in one li
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import tomllib
@@ -125,6 +126,9 @@ class Workload(_Model):
     pull: bool = False  # pull a missing image from its registry (never by default: local images)
     extra_args: list[str] = Field(default_factory=list)  # appended to the profile's arguments
     overrides: dict[int, BackendOverride] = Field(default_factory=dict)
+    # The named opt-out for backends' ports or metrics off loopback (bind_host, or a
+    # --metrics-addr of its own in extra_args): refused without it, warned about with it.
+    allow_public_bind: bool = False
 
     @property
     def listens(self) -> bool:
@@ -151,6 +155,9 @@ class Container(_Model):
     tmpfs_size: Size = Field(default=parse_size("64m"), ge=1024**2)
     log_max_size: Size = Field(default=parse_size("10m"), ge=1024**2)
     log_max_files: int = Field(default=3, ge=1, le=100)
+    # The named opt-out for a weaker container (root user, capabilities kept, a writable
+    # root, new privileges): refused without it, warned about with it.
+    allow_weak_hardening: bool = False
 
 
 class Front(_Model):
@@ -354,6 +361,68 @@ def check_coherence(s: Settings) -> None:
         raise CoherenceError(
             "workload.image", None, "the generic profile needs an image; set workload.image"
         )
+    weak = weak_hardening(s)
+    if weak and not s.container.allow_weak_hardening:
+        setting, shown, why = weak[0]
+        raise CoherenceError(
+            setting, shown, f"{why}; restore it, or set container.allow_weak_hardening = true"
+        )
+    public = public_binds(s)
+    if public and not s.workload.allow_public_bind:
+        setting, shown, why = public[0]
+        raise CoherenceError(
+            setting, shown, f"{why}; keep it on loopback, or set workload.allow_public_bind = true"
+        )
+
+
+def weak_hardening(s: Settings) -> list[tuple[str, object, str]]:
+    """(key, value, why) for each container hardening that is weaker than the default."""
+    c = s.container
+    found: list[tuple[str, object, str]] = []
+    if c.user.split(":")[0] == "0":
+        found.append(("container.user", c.user, "runs the backends as root"))
+    if not c.cap_drop:
+        found.append(("container.cap_drop", c.cap_drop, "keeps every capability"))
+    if not c.read_only:
+        found.append(("container.read_only", c.read_only, "gives a writable root filesystem"))
+    if not c.no_new_privileges:
+        found.append(("container.no_new_privileges", c.no_new_privileges,
+                      "lets a backend gain privileges (setuid)"))  # fmt: skip
+    return found
+
+
+def public_binds(s: Settings) -> list[tuple[str, object, str]]:
+    """(key, value, why) for each way the backends' own ports leave loopback."""
+    found: list[tuple[str, object, str]] = []
+    if not is_loopback(s.workload.bind_host):
+        found.append(("workload.bind_host", s.workload.bind_host,
+                      "puts the backends' ports and metrics off loopback"))  # fmt: skip
+    args = s.workload.extra_args
+    if any(a == "--metrics-addr" or a.startswith("--metrics-addr=") for a in args):
+        why = "sets a metrics address of its own (conduitctl binds one on loopback)"
+        found.append(("workload.extra_args", "--metrics-addr", why))
+    return found
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def hardening_warnings(s: Settings) -> list[str]:
+    """What an opt-out let through, one line each (config check and preflight say it)."""
+    lines = []
+    if s.container.allow_weak_hardening:
+        lines += [f"{key} = {value!r} {why} (container.allow_weak_hardening)"
+                  for key, value, why in weak_hardening(s)]  # fmt: skip
+    if s.workload.allow_public_bind:
+        lines += [f"{key} = {value!r} {why} (workload.allow_public_bind)"
+                  for key, value, why in public_binds(s)]  # fmt: skip
+    return lines
 
 
 def redact_url(url: str) -> str:

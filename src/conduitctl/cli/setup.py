@@ -32,6 +32,7 @@ from conduitctl.legacy import convert, parse_settings_conf
 from conduitctl.settings import (
     Settings,
     find_config,
+    hardening_warnings,
     load_settings,
     redact_url,
     settings_from_dict,
@@ -187,8 +188,10 @@ def _settings_summary(settings: Settings) -> dict[str, Any]:
 def config_check(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Validate a conduit.toml; exit 2 with one line naming the key and the fix."""
     settings, path = load_config(config)
+    warnings = hardening_warnings(settings)
     if as_json:
-        emit_json({"path": str(path), "valid": True, "settings": _settings_summary(settings)})
+        emit_json({"path": str(path), "valid": True, "settings": _settings_summary(settings),
+                   "warnings": warnings})  # fmt: skip
         return
     f = settings.front
     front = "no front" if not f.enabled else f"{f.kind} on {', '.join(map(str, f.listeners))}"
@@ -196,6 +199,8 @@ def config_check(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         f"{path}: valid — {settings.cluster.containers} x {settings.workload.profile} on "
         f"{settings.cluster.runtime}, {front}"
     )
+    for line in warnings:
+        err.print(f"[bold yellow]warning[/]: {line}", highlight=False)
 
 
 @app.command("import-settings")
