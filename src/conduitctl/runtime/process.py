@@ -234,6 +234,8 @@ class ProcessRuntime:
             "--nofile",
             str(h.nofile),
             *([] if why_not else ["--cgroup-procs", str(cgroup.procs)]),
+            *(["--drop-caps"] if "ALL" in (c.upper() for c in h.cap_drop) else []),
+            *(["--no-new-privs"] if h.no_new_privileges else []),
             "--",
             *argv,
         ]

@@ -4,13 +4,16 @@ It starts the backend in its own session, copies its output to a size-rotated lo
 the backend exits records the exit code, so a later `conduitctl` can report it. It does not
 restart anything: that is the supervisor's job.
 
-    python -m conduitctl.runtime.shim --dir DIR --max-bytes N --backups K [--nofile N] -- ARGV...
+    python -m conduitctl.runtime.shim --dir DIR --max-bytes N --backups K [--nofile N]
+        [--drop-caps] [--no-new-privs] -- ARGV...
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
+import os
 import resource
 import signal
 import subprocess
@@ -67,6 +70,31 @@ def read_state(directory: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+
+
+def _prctl(option: int, arg: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, arg, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), f"prctl({option}, {arg})")
+
+
+def drop_privileges(*, drop_caps: bool, no_new_privs: bool) -> None:
+    """In the child, just before exec: no capability can survive the exec (the bounding set
+    is emptied, so even uid 0 execs with none), and nothing it runs gains privileges
+    (setuid binaries, file capabilities)."""
+    if drop_caps and os.geteuid() == 0:
+        try:
+            last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+        except (OSError, ValueError):
+            last = 40
+        for cap in range(last + 1):
+            _prctl(PR_CAPBSET_DROP, cap)
+    if no_new_privs:
+        _prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="conduitctl-shim")
     parser.add_argument("--dir", type=Path, required=True)
@@ -74,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backups", type=int, default=3)
     parser.add_argument("--nofile", type=int, default=0)
     parser.add_argument("--cgroup-procs", type=Path, default=None)
+    parser.add_argument("--drop-caps", action="store_true")
+    parser.add_argument("--no-new-privs", action="store_true")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -93,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
             target = args.nofile if hard == resource.RLIM_INFINITY else min(args.nofile, hard)
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, target))
+        drop_privileges(drop_caps=args.drop_caps, no_new_privs=args.no_new_privs)  # last
 
     # The shim ignores the signals a terminal or `conduitctl stop` sends the group: the backend
     # gets them and the shim lives on to record how it ended.
