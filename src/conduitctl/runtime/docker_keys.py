@@ -12,7 +12,7 @@ import os
 import tarfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from conduitctl import labels
 from conduitctl.errors import ConduitctlError
@@ -20,8 +20,15 @@ from conduitctl.runtime.base import KEY_FILE, read_key_file, write_key_file
 from conduitctl.settings import Settings
 from conduitctl.workloads import PROFILES
 
-if TYPE_CHECKING:
-    from conduitctl.runtime.docker import DockerRuntime
+
+class DockerHandle(Protocol):
+    """What the key store and conduit-manager's layout need of the docker runtime (a
+    Protocol, so neither imports the runtime that makes them)."""
+
+    @property
+    def client(self) -> Any: ...
+
+    def data_names(self) -> list[str]: ...
 
 
 def parse_user(user: str) -> tuple[int, int]:
@@ -37,7 +44,7 @@ class DockerKeys:
     from here (a remote or rootless dockerd).
     """
 
-    def __init__(self, settings: Settings, runtime: DockerRuntime) -> None:
+    def __init__(self, settings: Settings, runtime: DockerHandle) -> None:
         self.runtime = runtime
         self.cluster = settings.cluster.name
         self.data_dir = PROFILES[settings.workload.profile].data_dir

@@ -9,18 +9,15 @@ remove them as its own. No volume is ever removed here.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from conduitctl import labels
 from conduitctl.labels import LegacySlot
 from conduitctl.runtime.base import LaunchSpec
-from conduitctl.runtime.docker_keys import DockerKeys
+from conduitctl.runtime.docker_keys import DockerHandle, DockerKeys
 from conduitctl.settings import Settings
 from conduitctl.units import format_size
 from conduitctl.workloads import PROFILES
-
-if TYPE_CHECKING:
-    from conduitctl.runtime.docker import DockerRuntime
 
 
 def legacy_container_kwargs(spec: LaunchSpec, slot: LegacySlot, cluster: str) -> dict[str, Any]:
@@ -56,7 +53,7 @@ def legacy_container_kwargs(spec: LaunchSpec, slot: LegacySlot, cluster: str) ->
 class DockerLegacy:
     """The LegacyLayout of the docker runtime (runtime/base.py)."""
 
-    def __init__(self, settings: Settings, runtime: DockerRuntime) -> None:
+    def __init__(self, settings: Settings, runtime: DockerHandle) -> None:
         self.runtime = runtime
         self.cluster = settings.cluster.name
         self.keys = DockerKeys(settings, runtime)
