@@ -26,6 +26,17 @@ from pydantic import (
 )
 
 from conduitctl.errors import ConfigError, not_utf8
+from conduitctl.settings_types import (
+    Capability,
+    HostAddress,
+    ImageRef,
+    InterfaceName,
+    SafePath,
+    Slug,
+    Text,
+    UserSpec,
+    one_line,
+)
 from conduitctl.statedir import resolve_state_dir
 from conduitctl.units import parse_duration, parse_size
 from conduitctl.workloads import PROFILES
@@ -40,7 +51,19 @@ USER_STATE_DIR = Path(".conduitctl")
 MAX_CLIENTS_CEILING = 1000
 MAX_CLIENTS_ANY_PROFILE = 4000
 
-Size = Annotated[int, BeforeValidator(parse_size)]
+# Upper bounds for sizes: far above any real host, far below what a tool would overflow on.
+MAX_MEMORY = 16 * 1024**4
+MAX_FILE_SIZE = 1024**4
+
+
+def _size(value: Any) -> int:
+    try:
+        return parse_size(value)
+    except OverflowError:  # "1e400g" is inf bytes
+        raise ValueError("too large for a size; use one such as 512m or 1g") from None
+
+
+Size = Annotated[int, BeforeValidator(_size)]
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
@@ -55,7 +78,10 @@ class CoherenceError(ValueError):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    # No setting takes inf or nan: both pass a lone `gt` bound and neither renders.
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False
+    )
 
 
 class Proto(StrEnum):
@@ -67,7 +93,7 @@ class Listener(_Model):
     """A front listener, in conduit.toml "tcp:443", "udp:5566" or "tcp:127.0.0.1:8443"."""
 
     proto: Proto
-    host: str | None = None  # None: front.bind
+    host: HostAddress | None = None  # None: front.bind
     port: int = Field(ge=1, le=65535)
 
     @classmethod
@@ -98,10 +124,11 @@ ListenerField = Annotated[Listener, BeforeValidator(_parse_listener)]
 
 
 class Cluster(_Model):
-    name: str = Field(default="conduit", pattern=r"^[a-z][a-z0-9-]{0,30}$")
+    name: Slug = "conduit"
     containers: int = Field(default=8, ge=1, le=64)
     runtime: Literal["docker", "process"] = "docker"
-    state_dir: Path | None = None  # default: /var/lib/conduitctl as root, ./.conduitctl otherwise
+    # default: /var/lib/conduitctl as root, ./.conduitctl otherwise
+    state_dir: SafePath | None = None
 
 
 class BackendOverride(_Model):
@@ -110,21 +137,21 @@ class BackendOverride(_Model):
     max_clients: int | None = Field(default=None, ge=1, le=1_000_000)
     bandwidth_mbps: float | None = Field(default=None, ge=-1, le=100_000)
     cpus: float | None = Field(default=None, gt=0, le=256)
-    memory: Size | None = Field(default=None, ge=32 * 1024**2)
+    memory: Size | None = Field(default=None, ge=32 * 1024**2, le=MAX_MEMORY)
 
 
 class Workload(_Model):
     profile: Literal["psiphon-conduit", "sim", "generic"] = "psiphon-conduit"
-    image: str | None = None  # default: the profile's image
+    image: ImageRef | None = None  # default: the profile's image
     flag_dialect: Literal["v2", "v1"] = "v2"
     max_clients: int = Field(default=250, ge=1, le=1_000_000)
     bandwidth_mbps: float = Field(default=40.0, ge=-1, le=100_000)  # -1: unlimited
     metrics_port_base: int = Field(default=29100, ge=1024, le=65000)
     listen_port_base: int = Field(default=28000, ge=1024, le=65000)
-    bind_host: str = "127.0.0.1"  # backends' ports and metrics stay on loopback
-    command: list[str] | None = None  # generic profile: replaces the image's default arguments
+    bind_host: HostAddress = "127.0.0.1"  # backends' ports and metrics stay on loopback
+    command: list[Text] | None = None  # generic profile: replaces the image's default arguments
     pull: bool = False  # pull a missing image from its registry (never by default: local images)
-    extra_args: list[str] = Field(default_factory=list)  # appended to the profile's arguments
+    extra_args: list[Text] = Field(default_factory=list)  # appended to the profile's arguments
     overrides: dict[int, BackendOverride] = Field(default_factory=dict)
     # The named opt-out for backends' ports or metrics off loopback (bind_host, or a
     # --metrics-addr of its own in extra_args): refused without it, warned about with it.
@@ -142,18 +169,18 @@ class Workload(_Model):
 class Container(_Model):
     """Hardening applied to every backend container (and, where it makes sense, process)."""
 
-    user: str = Field(default="1000:1000", pattern=r"^\d+(:\d+)?$")
+    user: UserSpec = "1000:1000"
     network: Literal["host", "bridge"] = "host"  # bridge: ports published on 127.0.0.1 only
     restart_policy: Literal["no", "on-failure", "unless-stopped", "always"] = "unless-stopped"
     read_only: bool = True
     no_new_privileges: bool = True
-    cap_drop: list[str] = Field(default_factory=lambda: ["ALL"])
+    cap_drop: list[Capability] = Field(default_factory=lambda: ["ALL"])
     pids_limit: int = Field(default=256, ge=16, le=65536)
-    memory: Size = Field(default=parse_size("512m"), ge=32 * 1024**2)
+    memory: Size = Field(default=parse_size("512m"), ge=32 * 1024**2, le=MAX_MEMORY)
     cpus: float = Field(default=1.0, gt=0, le=256)
     nofile: int = Field(default=65536, ge=1024, le=1_048_576)
-    tmpfs_size: Size = Field(default=parse_size("64m"), ge=1024**2)
-    log_max_size: Size = Field(default=parse_size("10m"), ge=1024**2)
+    tmpfs_size: Size = Field(default=parse_size("64m"), ge=1024**2, le=MAX_MEMORY)
+    log_max_size: Size = Field(default=parse_size("10m"), ge=1024**2, le=MAX_FILE_SIZE)
     log_max_files: int = Field(default=3, ge=1, le=100)
     # The named opt-out for a weaker container (root user, capabilities kept, a writable
     # root, new privileges): refused without it, warned about with it.
@@ -162,7 +189,7 @@ class Container(_Model):
 
 class Front(_Model):
     kind: Literal["nginx", "haproxy", "none"] = "none"
-    bind: str = "0.0.0.0"
+    bind: HostAddress = "0.0.0.0"
     listeners: list[ListenerField] = Field(default_factory=list)
     balance: Literal["least_conn", "round_robin", "hash"] = "least_conn"
     max_fails: int = Field(default=2, ge=1, le=100)
@@ -219,7 +246,7 @@ class Health(_Model):
 
 
 class Alerts(_Model):
-    notifiers: list[str] = Field(default_factory=list)  # apprise URLs; hold secrets
+    notifiers: list[Text] = Field(default_factory=list)  # apprise URLs; hold secrets
     cpu_percent: float = Field(default=90, gt=0, le=100)
     ram_percent: float = Field(default=85, gt=0, le=100)
     nic_mbps: float | None = Field(default=None, gt=0)  # default: host.sustained_fraction x NIC
@@ -245,9 +272,7 @@ class Daemon(_Model):
 
 
 class Host(_Model):
-    nic: str | None = Field(
-        default=None, pattern=r"^[A-Za-z0-9_.:@-]{1,15}$"
-    )  # default: the route's
+    nic: InterfaceName | None = None  # default: the route's
     nic_mbps: float | None = Field(default=None, gt=0, le=400_000)  # default: read from the kernel
     sustained_fraction: float = Field(default=0.8, gt=0, le=1)
     duplex: bool = True  # full duplex: nic_mbps each way
@@ -481,7 +506,7 @@ def parse_settings(text: str, source: str = "conduit.toml") -> Settings:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML ({exc}); fix the syntax") from None
+        raise ConfigError(one_line(f"{source}: not valid TOML ({exc}); fix the syntax")) from None
     except ValueError:  # an integer of more than 4,300 digits: no setting takes one
         long = re.search(r"\d{1000,}", text)
         where = f"line {text.count(chr(10), 0, long.start()) + 1}" if long else "a value"
@@ -495,7 +520,7 @@ def settings_from_dict(data: dict[str, Any], source: str = "conduit.toml") -> Se
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {describe_validation_error(exc)}") from None
+        raise ConfigError(one_line(f"{source}: {describe_validation_error(exc)}")) from None
 
 
 def describe_validation_error(exc: ValidationError) -> str:

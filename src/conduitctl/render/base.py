@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
+
+from conduitctl.errors import BadInput
+from conduitctl.settings_types import control_character
 
 # Where Debian's libnginx-mod-stream puts the stream module.
 NGINX_STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
@@ -42,6 +46,63 @@ class Rendered:
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
 
+# Written bare in any target format; anything else is quoted (or refused) by the filters below.
+_PLAIN = frozenset(string.ascii_letters + string.digits + "._/:@+,=~[]-")
+
+
+def _no_control(value: object) -> object:
+    """Every `{{ }}` of every template: a control character would start a new line there
+    (a new directive, unit key or action), so it is refused whatever the format."""
+    found = control_character(str(value))
+    if found:
+        raise BadInput(
+            f"{str(value)[:60]!r} holds the control character {found} and cannot be written "
+            "to a config file; remove it"
+        )
+    return value
+
+
+def _refuse(value: str, what: str, fix: str) -> BadInput:
+    return BadInput(f"{value[:60]!r} cannot be written to {what}: {fix}")
+
+
+def nginx_word(value: object) -> str:
+    """One nginx argument: bare when plain, else single-quoted (nginx unescapes \\ and \\').
+    `$` is refused: nginx would read a variable there, in quotes or not."""
+    text = str(value)
+    if text and all(ch in _PLAIN for ch in text):
+        return text
+    if "$" in text:
+        raise _refuse(text, "nginx.conf", "nginx reads '$' as a variable; remove it")
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def haproxy_word(value: object) -> str:
+    """One HAProxy argument: bare when plain, else single-quoted (no escapes, no `$VAR`)."""
+    text = str(value)
+    if text and all(ch in _PLAIN for ch in text):
+        return text
+    if "'" in text:
+        raise _refuse(text, "haproxy.cfg", "HAProxy cannot quote a single quote; remove it")
+    return f"'{text}'"
+
+
+def rsyslog_string(value: object) -> str:
+    """The inside of an rsyslog "..." string constant: backslash and quote escaped."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"')
+
+
+def logrotate_path(value: object) -> str:
+    """A path in a logrotate file list: bare when plain, else double-quoted. Quotes and glob
+    characters are refused: logrotate has no escape for the one and expands the other."""
+    text = str(value)
+    if text and all(ch in _PLAIN and ch not in "[]" for ch in text):
+        return text
+    if any(ch in text for ch in '"*?[]'):
+        raise _refuse(text, "a logrotate file", "remove quotes and glob characters (*?[])")
+    return f'"{text}"'
+
+
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("conduitctl", "render/templates"),
     undefined=jinja2.StrictUndefined,  # a missing variable is a bug, never an empty string
@@ -49,6 +110,13 @@ _TEMPLATES = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
     autoescape=False,
+    finalize=_no_control,
+)
+_TEMPLATES.filters.update(
+    nginx_word=nginx_word,
+    haproxy_word=haproxy_word,
+    rsyslog_string=rsyslog_string,
+    logrotate_path=logrotate_path,
 )
 
 

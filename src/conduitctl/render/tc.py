@@ -22,7 +22,7 @@ MIN_BURST_BYTES = 32 * 1024
 LATENCY_MS = 50
 # Linux interface names: at most 15 bytes, no slash or whitespace. Anything else would also be
 # unsafe to write into a shell script.
-_IFNAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+_IFNAME = re.compile(r"[A-Za-z0-9_.:@-]{1,15}", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Shaping:
 def shaping(settings: Settings, env: RenderEnv) -> Shaping:
     """The tbf parameters: rate = fraction x NIC speed, burst = rate/250 bytes, min 32 KiB."""
     nic = settings.host.nic or env.nic
-    if not _IFNAME.match(nic):
+    if not _IFNAME.fullmatch(nic):  # match() would let a trailing newline through
         key = "host.nic" if settings.host.nic else "the detected NIC"
         raise BadInput(
             f"{key} = {nic!r}: not a network interface name (at most 15 letters, digits, "
