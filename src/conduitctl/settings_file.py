@@ -24,7 +24,7 @@ def toml_value(value: object) -> str:
             return f"{value:.1f}"  # keep it a float in TOML
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value)  # TOML basic strings share JSON's escapes
+        return json.dumps(value, ensure_ascii=False)  # TOML basic strings share JSON's escapes
     if isinstance(value, list | tuple):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if hasattr(value, "value"):  # enums

@@ -54,3 +54,8 @@ def test_preflight_says_what_an_opt_out_let_through():
     assert (
         check.status == "warn" and "container.user = '0' runs the backends as root" in check.detail
     )
+
+
+def test_non_ascii_text_survives_the_generated_conduit_toml():
+    settings = parse_settings('[workload]\nextra_args = ["\U0001f600", "café"]\n')
+    assert parse_settings(settings_to_toml(settings)) == settings
