@@ -1,21 +1,26 @@
 """A planted notifier token never leaks: a full operator day on a process fleet behind nginx,
-the supervisor at debug log level, then every output, every file under the test's directory
-and every process's command line searched for the token and for pieces of it.
+the supervisor at debug log level (import-settings, config check, render, up, preflight,
+alerts test, status, events, snapshots, scale, a crash loop the supervisor notifies,
+restart --all, rollback, a rollout that passes and one rolled back, down, up), then every
+output, every file under the fleet's directory and every process's command line searched
+for the token and for pieces of it. The copies of conduit.toml that must hold it are 0600.
 
 The token goes to two loopback stand-ins: a webhook (apprise json://, the token in its path
 and in a query value) and, for apprise's Telegram plugin (tgram://TOKEN/CHAT, whose address
 is fixed at https://api.telegram.org), an HTTPS proxy on 127.0.0.1 (HTTPS_PROXY) that plays
 Telegram itself behind a self-signed certificate (hence verify=no in that URL): the plugin
 runs its whole success path, urllib3's `POST /bot<TOKEN>/sendMessage` debug line included,
-and nothing leaves loopback. The proxy only ever connects to nothing.
+and nothing leaves loopback: the proxy never opens a connection of its own.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import ssl
 import stat
@@ -31,6 +36,7 @@ from urllib.parse import quote
 import pytest
 from fleet_helpers import FAST_HEALTH, PURGE, Webhook, cli, wait_for, write_config
 
+from conduitctl.runtime import runtime_for
 from conduitctl.settings import load_settings
 
 
@@ -183,7 +189,7 @@ def test_a_planted_token_leaks_nowhere_over_an_operator_day(
         'log_level = "debug"\n'  # [daemon]
         + FAST_HEALTH
         + 'crash_loop_restarts = 2\ncrash_loop_window = "60s"\nmin_healthy = "2s"\n'
-        + f"\n[alerts]\nnotifiers = {tomllib_list(urls)}\n"
+        + f"\n[alerts]\nnotifiers = {toml_array(urls)}\n"
     )
     config = write_config(tmp_path, free_block(140), name="sec", containers=2, extra=extra)
     assert load_settings(config).alerts.notifiers == urls
@@ -215,7 +221,7 @@ def test_a_planted_token_leaks_nowhere_over_an_operator_day(
             run("render", target)
         run("up")
         run("preflight", check=False)  # a backup of conduit.toml; the verdict is not the point
-        # The test message: delivered to the webhook, tried through the proxy for Telegram.
+        # The test message: to the webhook, and to Telegram (the stand-in) through the proxy.
         run("alerts", "test")
         run("alerts", "test", "--json")
         wait_for(lambda: webhook.bodies, 10, "the test message at the webhook")
@@ -241,6 +247,12 @@ def test_a_planted_token_leaks_nowhere_over_an_operator_day(
         count = load_settings(config).cluster.containers
         config.write_text(config.read_text().replace("max_clients = 1000", "max_clients = 400"))
         run("rollout", "--stages", f"1,{count}", "--soak", "2s", "--drain-timeout", "1")
+        # One that fails its memory gate at once: rolled back (conduit.toml written back), alerted.
+        config.write_text(config.read_text().replace("max_clients = 400", "max_clients = 350"))
+        rolled_back = run("rollout", "--stages", f"1,{count}", "--soak", "2s",
+                          "--drain-timeout", "1", "--max-memory", "0.001", check=False)  # fmt: skip
+        assert rolled_back.returncode == 1, rolled_back.stderr
+        wait_for(lambda: any("rolled back" in str(b) for b in webhook.bodies), 10, "its alert")
         run("events", "--json")
         run("snapshots")
         run("down")
@@ -281,25 +293,19 @@ def test_a_planted_token_leaks_nowhere_over_an_operator_day(
         cli(*PURGE, *args, check=False)
 
 
-def tomllib_list(items: list[str]) -> str:
+def toml_array(items: list[str]) -> str:
     """A TOML array of basic strings (the URLs hold no quote or backslash)."""
     assert not any('"' in s or "\\" in s for s in items)
     return "[" + ", ".join(f'"{s}"' for s in items) + "]"
 
 
 def all_healthy(config: Path) -> bool:
-    import json
-
     rows = json.loads(cli("status", "--json", "--config", str(config)).stdout)["backends"]
     return bool(rows) and all(r["health"] == "healthy" for r in rows)
 
 
 def kill_fresh(config: Path, name: str, count: int) -> None:
     """SIGKILL `count` successive processes of backend `name`, each as soon as it runs."""
-    import signal
-
-    from conduitctl.runtime import runtime_for
-
     runtime = runtime_for(load_settings(config))
     seen: set[int] = set()
 
