@@ -105,7 +105,9 @@ def begin(
         drain_timeout=drain_timeout,
         base_snapshot=base.id,
     )
-    save(state_dir, state)
+    # Recorded already claimed by this process (which drives it next): the supervisor never
+    # sees it without a driver and starts a second one.
+    claim(state_dir, state)
     return state
 
 

@@ -59,6 +59,7 @@ class Outputs:
         self.server: MetricsServer | None = None
         self.last_maintain = 0.0
         self.was_steady = False
+        self.closed = False
 
     @staticmethod
     def make_exporter(settings: Settings) -> Exporter:
@@ -140,12 +141,18 @@ class Outputs:
             f"{getattr(result, 'error', '')}",
             data={"target": getattr(result, "target", ""), "attempts": attempts},
         )
-        self.loop.call_soon_threadsafe(self.store.record, event)
+        self.loop.call_soon_threadsafe(self._record_late, event)
+
+    def _record_late(self, event: Event) -> None:
+        """A notification's outcome can come back after the daemon began to stop."""
+        if not self.closed:
+            self.store.record(event)
 
     def close(self) -> None:
         self.dispatcher.close(timeout=5)
         if self.server is not None:
             self.server.close()
+        self.closed = True
         self.store.close()
 
 
