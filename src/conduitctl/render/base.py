@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import jinja2
+if TYPE_CHECKING:
+    import jinja2
 
 
 @dataclass(frozen=True)
@@ -39,14 +42,19 @@ class Rendered:
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
 
-_TEMPLATES = jinja2.Environment(
-    loader=jinja2.PackageLoader("conduitctl", "render/templates"),
-    undefined=jinja2.StrictUndefined,  # a missing variable is a bug, never an empty string
-    keep_trailing_newline=True,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    autoescape=False,
-)
+@cache
+def templates() -> jinja2.Environment:
+    """Built on first use: commands that render nothing (status) never import jinja2."""
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("conduitctl", "render/templates"),
+        undefined=jinja2.StrictUndefined,  # a missing variable is a bug, never an empty string
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
 
 
 def host_port(host: str, port: int) -> str:
@@ -66,4 +74,4 @@ def conf_duration(seconds: float) -> str:
 
 
 def render_template(name: str, **context: object) -> str:
-    return _TEMPLATES.get_template(name).render(**context)
+    return templates().get_template(name).render(**context)
