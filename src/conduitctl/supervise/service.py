@@ -8,6 +8,7 @@ import json
 import logging
 import socket
 import time
+from functools import partial
 from pathlib import Path
 
 from conduitctl import alerts
@@ -32,6 +33,7 @@ from conduitctl.supervise.files import (
     history_path,
     live_history_wanted,
     load_alert_state,
+    write_last_tick,
 )
 from conduitctl.supervise.resume import Resumer
 
@@ -158,7 +160,11 @@ async def _serve(config_path: Path) -> None:
         front_for(settings, env),
         state_dir=settings.state_dir,
         sinks=[outputs.on_event],
-        tick_sinks=[outputs.on_tick, Resumer(config_path, settings.state_dir, env.log_dir)],
+        tick_sinks=[
+            outputs.on_tick,
+            partial(write_last_tick, settings.state_dir),
+            Resumer(config_path, settings.state_dir, env.log_dir),
+        ],
         host_observer=host.observe,
         queue_reader=host.accept_queues,
         fleet_capacity=fleet_capacity(settings),
