@@ -55,6 +55,8 @@ _ONE_LABEL = re.compile(_LABEL)
 _LABELS = re.compile(rf"\{{(?:{_LABEL}(?:,{_LABEL})*)?\}}")
 _INT = re.compile(r"[-+]?[0-9]+")
 _FLOAT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[-+]?Inf|NaN")
+# The commonest line, `name value`, in one match.
+_SAMPLE = re.compile(rf"({_NAME.pattern}) +({_FLOAT.pattern})")
 # The sample names a family of each type owns (prometheus_client's grouping).
 _OWNED = {
     "counter": ("",),
@@ -107,30 +109,44 @@ def _parse_plain(text: str) -> dict[str, float] | None:
                 family, kind = name, parts[3]
                 owned = tuple(name + suffix for suffix in _OWNED.get(kind, ("",)))
             continue
-        brace = line.find("{")
-        if "#" in line or '"' in (line if brace == -1 else line[:brace]):
-            return None
-        if brace == -1:
-            name, _, rest = line.partition(" ")
+        sample = _SAMPLE.fullmatch(line)
+        if sample is not None:
+            name, token = sample.group(1, 2)
+            value = int(token) if _INT.fullmatch(token) else float(token)  # no timestamp
         else:
-            name = line[:brace].strip()
-            end = _plain_labels(line, brace)
-            if end is None:
+            read = _other_sample(line)
+            if read is None:
                 return None
-            rest = line[end:]
-        tokens = rest.split()
-        if not _NAME.fullmatch(name) or not 1 <= len(tokens) <= 2:
-            return None
-        numbers = [_number(t) for t in tokens]
-        value = numbers[0]
-        if value is None or None in numbers:
-            return None
+            name, value = read
         if name not in owned:
             family, kind, owned = "", "untyped", ()  # an untyped sample of its own
         elif kind == "counter" and not family.endswith("_total"):
             name += "_total"
         values[name] = values.get(name, 0.0) + value
     return values
+
+
+def _other_sample(line: str) -> tuple[str, float] | None:
+    """A sample line with labels or a timestamp: its name and value; None when unusual."""
+    brace = line.find("{")
+    if "#" in line or '"' in (line if brace == -1 else line[:brace]):
+        return None
+    if brace == -1:
+        name, _, rest = line.partition(" ")
+    else:
+        name = line[:brace].strip()
+        end = _plain_labels(line, brace)
+        if end is None:
+            return None
+        rest = line[end:]
+    tokens = rest.split()
+    if not _NAME.fullmatch(name) or not 1 <= len(tokens) <= 2:
+        return None
+    numbers = [_number(t) for t in tokens]
+    value = numbers[0]
+    if value is None or None in numbers:
+        return None
+    return name, value
 
 
 def scrape(host: str, port: int, timeout: float = 0.5) -> Scrape:
