@@ -29,6 +29,7 @@ from conduitctl.runtime.shim import LOG_FILE, PID_FILE, read_state, write_json
 from conduitctl.statedir import StateDir
 
 SPEC_FILE = "spec.json"
+MAX_KEPT_PROCESSES = 256
 log = logging.getLogger(__name__)
 
 
@@ -79,6 +80,7 @@ class ProcessRuntime:
     def __init__(self, state_dir: Path, cluster: str) -> None:
         self.root = StateDir(state_dir).processes
         self.cluster = cluster
+        self._procs: dict[int, psutil.Process] = {}  # usage()'s, by pid
 
     # --- reading -----------------------------------------------------------------------
 
@@ -185,12 +187,18 @@ class ProcessRuntime:
         return {}  # its backends live in this state dir: nothing else can hold their names
 
     def usage(self, pid: int) -> tuple[float | None, int | None]:
+        """CPU seconds and RSS of one process. The supervisor asks for every backend every
+        tick: its psutil.Process is kept (half the cost), dropped once the process is gone."""
+        proc = self._procs.get(pid)
         try:
-            proc = psutil.Process(pid)
-            with proc.oneshot():
-                times = proc.cpu_times()
-                return times.user + times.system, proc.memory_info().rss
+            if proc is None:
+                if len(self._procs) >= MAX_KEPT_PROCESSES:  # pids of long-gone backends
+                    self._procs.clear()
+                proc = self._procs[pid] = psutil.Process(pid)
+            times = proc.cpu_times()
+            return times.user + times.system, proc.memory_info().rss
         except psutil.Error:
+            self._procs.pop(pid, None)
             return None, None
 
     def backends(self) -> list[BackendStatus]:
