@@ -6,7 +6,10 @@ Times, alternating in the same run so the machine's load weighs on each alike: a
 supervisor (status samples CPU itself: two readings 100 ms apart). Target (DESIGN.md): status
 for 8 backends in at most 3.5 bare Python starts.
 
-    .venv/bin/python benchmarks/bench_status.py [--rounds 15] [--json]
+    .venv/bin/python benchmarks/bench_status.py [--rounds 15] [--baseline-src DIR] [--json]
+
+--baseline-src times the `status` of another checkout's src/ (say `git archive main`) in the
+same rounds, against the same fleet: before and after side by side.
 
 Everything binds 127.0.0.1; the fleet is stopped at the end, even on failure.
 """
@@ -41,9 +44,9 @@ def cli(*args: str) -> dict:
     return json.loads(out.stdout)
 
 
-def timed(argv: list[str]) -> float:
+def timed(argv: list[str], env: dict[str, str]) -> float:
     started = time.perf_counter()
-    subprocess.run(argv, stdout=subprocess.DEVNULL, env=ENV, check=True)
+    subprocess.run(argv, stdout=subprocess.DEVNULL, env=env, check=True)
     return (time.perf_counter() - started) * 1000
 
 
@@ -61,34 +64,44 @@ def wait_for_tick(state_dir: Path, timeout: float = 30.0) -> None:
     raise SystemExit("the supervisor wrote no complete tick")
 
 
-def rounds(cases: dict[str, list[str]], count: int) -> dict[str, float]:
+Case = tuple[list[str], dict[str, str]]
+
+
+def rounds(cases: dict[str, Case], count: int) -> dict[str, float]:
     """Median ms of each case, the cases run one after another in every round."""
     times: dict[str, list[float]] = {name: [] for name in cases}
-    for argv in cases.values():  # warm the page cache once
-        timed(argv)
+    for argv, env in cases.values():  # warm the page cache once
+        timed(argv, env)
     for _ in range(count):
-        for name, argv in cases.items():
-            times[name].append(timed(argv))
+        for name, (argv, env) in cases.items():
+            times[name].append(timed(argv, env))
     return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--baseline-src", type=Path, help="another checkout's src/ to compare")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    package = Path(conduitctl.__file__).parent
-    subprocess.run([PY, "-m", "compileall", "-q", str(package)], env=ENV, check=True)
+    packages = [Path(conduitctl.__file__).parent]
+    if args.baseline_src:
+        packages.append(args.baseline_src.absolute() / "conduitctl")
+    for package in packages:
+        subprocess.run([PY, "-m", "compileall", "-q", str(package)], env=ENV, check=True)
     results: dict[str, object] = {"backends": BACKENDS, "rounds": args.rounds}
     with tempfile.TemporaryDirectory(prefix="conduitctl-bench-") as tmp:
         config = write_config(Path(tmp), free_base(140), name="stat")
         cfg = str(config)
         status = [PY, "-m", "conduitctl", "status", "-c", cfg]
-        cases = {
-            "python -c pass": [PY, "-c", "pass"],
-            "status": status,
-            "status --json": [*status, "--json"],
+        cases: dict[str, Case] = {
+            "python -c pass": ([PY, "-c", "pass"], ENV),
+            "status": (status, ENV),
+            "status --json": ([*status, "--json"], ENV),
         }
+        if args.baseline_src:
+            baseline = {**ENV, "PYTHONPATH": str(args.baseline_src.absolute())}
+            cases["status, baseline src"] = (status, baseline)
         try:
             cli("up", "--config", cfg)
             wait_for_tick(Path(tmp) / "state")
