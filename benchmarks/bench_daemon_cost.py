@@ -38,6 +38,17 @@ def cli(*args: str) -> dict:
     return json.loads(out.stdout)
 
 
+def teardown(config: str) -> None:
+    """`down --purge`, with `--yes` where the CLI asks for it before deleting keys; loud
+    when the fleet could not be stopped."""
+    for extra in ([], ["--yes"]):
+        argv = [PY, "-m", "conduitctl", "down", "--purge", *extra, "--config", config, "--json"]
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode == 0:
+            return
+    print(f"warning: the fleet of {config} may still run: {done.stderr.strip()}", file=sys.stderr)
+
+
 def write_config(directory: Path, count: int, front: str) -> Path:
     """`count` simulator backends as processes; every port in [base, base + 2 + 2 * count)."""
     base = free_base(2 + 2 * count)
@@ -97,10 +108,7 @@ def measure(count: int, front: str, warmup: float, window: float) -> dict[str, f
                 "rss_mb": round(daemon.memory_info().rss / 2**20, 1),
             }
         finally:
-            subprocess.run(
-                [PY, "-m", "conduitctl", "down", "--purge", "--config", str(config), "--json"],
-                capture_output=True,
-            )
+            teardown(str(config))
 
 
 def linearity(rows: list[dict[str, float]]) -> dict[str, float]:
