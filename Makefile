@@ -61,6 +61,8 @@ bench: setup
 	$(PY) benchmarks/bench_fleet.py
 	$(PY) benchmarks/bench_supervisor.py
 	$(PY) benchmarks/bench_change.py
+	$(PY) benchmarks/bench_status.py
+	$(PY) benchmarks/bench_daemon_cost.py
 
 clean:
 	rm -rf $(VENV) .conduitctl-demo .pytest_cache .mypy_cache .ruff_cache

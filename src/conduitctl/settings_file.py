@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from conduitctl.errors import BadInput
-from conduitctl.render.base import _TEMPLATES
+from conduitctl.render.base import templates
 from conduitctl.settings import Settings, parse_settings
 from conduitctl.statedir import config_holds_secrets, write_atomic
 from conduitctl.units import format_duration, format_size
@@ -32,12 +32,11 @@ def toml_value(value: object) -> str:
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
-_TEMPLATES.filters.update(toml=toml_value, size=format_size, duration=format_duration)
-
-
 def settings_to_toml(settings: Settings, header: list[str] | None = None) -> str:
     """The commented conduit.toml for these settings; it parses back to equal settings."""
-    text = _TEMPLATES.get_template("conduit.toml.j2").render(s=settings, header=header or [])
+    env = templates()
+    env.filters.update(toml=toml_value, size=format_size, duration=format_duration)
+    text = env.get_template("conduit.toml.j2").render(s=settings, header=header or [])
     if parse_settings(text, source="generated conduit.toml") != settings:
         raise AssertionError("generated conduit.toml does not round-trip")  # a template bug
     return text

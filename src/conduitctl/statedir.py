@@ -53,6 +53,12 @@ class StateDir:
         return self.root / "alerts.json"
 
     @property
+    def last_tick(self) -> Path:
+        """Each backend's CPU rate as the supervisor measured it at its last tick: `status`
+        reads it instead of sampling every process twice with a wait in between."""
+        return self.root / "last-tick.json"
+
+    @property
     def history_live(self) -> Path:
         """Present while someone (a chaos drill) reads the history as it is written."""
         return self.root / "history.live"
@@ -146,13 +152,20 @@ def resolve_state_dir(configured: Path | None, config_path: Path | None, default
 
 
 def write_atomic(
-    path: Path, data: str | bytes, *, secret: bool, owner: tuple[int, int] | None = None
+    path: Path,
+    data: str | bytes,
+    *,
+    secret: bool,
+    owner: tuple[int, int] | None = None,
+    durable: bool = True,
 ) -> None:
     """Replace `path` with `data`: a temp file beside it, fsynced, renamed, directory fsynced.
 
     The file is created 0600 when `secret` (a key, a token, a config holding either), else 0644;
     the mode (and `owner`, uid and gid) is set before the data is written, so a secret is
-    never readable by others, not even for a moment.
+    never readable by others, not even for a moment. `durable=False` skips both fsyncs, for a
+    file rewritten every second whose loss in a crash costs nothing (readers still see the
+    old file or the new one, never half of one).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode() if isinstance(data, str) else data
@@ -164,12 +177,14 @@ def write_atomic(
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def fsync_dir(directory: Path) -> None:

@@ -6,10 +6,12 @@ Workload numbers come from each backend's metrics endpoint, never from grepping 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from conduitctl.fleet import desired_backends
 from conduitctl.front.base import Front, FrontStatus
+from conduitctl.observe.model import CpuReading
 from conduitctl.observe.probe import tcp_probe
 from conduitctl.observe.scrape import Scrape, scrape_all
 from conduitctl.runtime.base import BackendStatus, Runtime, State
@@ -76,8 +78,17 @@ def _health(settings: Settings, status: BackendStatus, scrape: Scrape | None) ->
     return "unknown", "probed below"
 
 
-def collect(settings: Settings, runtime: Runtime, front: Front) -> FleetView:
+def collect(
+    settings: Settings,
+    runtime: Runtime,
+    front: Front,
+    recent_cpu: Mapping[str, CpuReading] | None = None,
+) -> FleetView:
+    """The fleet as it is now. CPU rates come from `recent_cpu` (the supervisor's last tick)
+    for each running backend it has a reading of the same process for; the others are sampled
+    twice CPU_SAMPLE_S apart, and only when there are any."""
     started = time.monotonic()
+    recent_cpu = recent_cpu or {}
     first = {s.name: s for s in runtime.backends()}
     desired = {b.name: b for b in desired_backends(settings)}
     targets = {
@@ -93,12 +104,14 @@ def collect(settings: Settings, runtime: Runtime, front: Front) -> FleetView:
             if b.listen_port is not None and name in targets:
                 probes[name] = tcp_probe(b.host, b.listen_port, settings.health.timeout)
     front_status = front.status()
-    pause = CPU_SAMPLE_S - (time.monotonic() - started)
-    if pause > 0:
-        time.sleep(pause)
-    sampled_at = time.monotonic()
-    second = {s.name: s for s in runtime.backends()}
-    window = sampled_at - started
+    second, window = first, 0.0
+    if any(_known_cpu(recent_cpu, s) is None for s in first.values() if s.state == State.RUNNING):
+        pause = CPU_SAMPLE_S - (time.monotonic() - started)
+        if pause > 0:
+            time.sleep(pause)
+        sampled_at = time.monotonic()
+        second = {s.name: s for s in runtime.backends()}
+        window = sampled_at - started
 
     views = []
     now = time.time()
@@ -109,9 +122,9 @@ def collect(settings: Settings, runtime: Runtime, front: Front) -> FleetView:
             or BackendStatus(name=name, index=int(name.rsplit("-", 1)[1]), state=State.MISSING)
         )
         before = first.get(name)
-        cpu = None
-        if before and before.cpu_seconds is not None and status.cpu_seconds is not None:
-            cpu = max(status.cpu_seconds - before.cpu_seconds, 0.0) / window * 100
+        cpu = _known_cpu(recent_cpu, status)
+        if cpu is None and window and before:
+            cpu = _rate(before.cpu_seconds, status.cpu_seconds, window)
         scrape = scrapes.get(name)
         health, detail = _health(settings, status, scrape)
         detail_text: str | None = detail
@@ -162,6 +175,21 @@ def collect(settings: Settings, runtime: Runtime, front: Front) -> FleetView:
         totals=totals,
         elapsed_ms=(time.monotonic() - started) * 1000,
     )
+
+
+def _rate(before: float | None, after: float | None, window: float) -> float | None:
+    """% of one core between two CPU-seconds readings `window` seconds apart."""
+    if before is None or after is None:
+        return None
+    return max(after - before, 0.0) / window * 100
+
+
+def _known_cpu(recent: Mapping[str, CpuReading], status: BackendStatus) -> float | None:
+    """The supervisor's reading, if it is of this very process (a restart makes it stale)."""
+    reading = recent.get(status.name)
+    if reading is None or status.state != State.RUNNING or reading.pid != status.pid:
+        return None
+    return reading.cpu_percent
 
 
 def _int(value: float | None) -> int | None:

@@ -21,9 +21,18 @@ class BackendObservation:
     bytes_downloaded: float | None = None
     cpu_percent: float | None = None  # of one core
     rss_bytes: int | None = None
+    cpu_pid: int | None = None  # the process cpu_percent was measured on (None: not yet)
     memory_limit_bytes: int | None = None
     max_clients: int | None = None  # the value it runs with now (degradation may raise it)
     crash_looping: bool = False
+
+
+@dataclass(frozen=True)
+class CpuReading:
+    """A backend's CPU rate from the supervisor's last tick, and the process it belongs to."""
+
+    pid: int
+    cpu_percent: float  # of one core, over the supervisor's last interval
 
 
 @dataclass(frozen=True)

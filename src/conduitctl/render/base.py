@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import jinja2
+if TYPE_CHECKING:
+    import jinja2
 
 from conduitctl.errors import BadInput
 from conduitctl.settings_types import control_character
@@ -103,21 +106,27 @@ def logrotate_path(value: object) -> str:
     return f'"{text}"'
 
 
-_TEMPLATES = jinja2.Environment(
-    loader=jinja2.PackageLoader("conduitctl", "render/templates"),
-    undefined=jinja2.StrictUndefined,  # a missing variable is a bug, never an empty string
-    keep_trailing_newline=True,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    autoescape=False,
-    finalize=_no_control,
-)
-_TEMPLATES.filters.update(
-    nginx_word=nginx_word,
-    haproxy_word=haproxy_word,
-    rsyslog_string=rsyslog_string,
-    logrotate_path=logrotate_path,
-)
+@cache
+def templates() -> jinja2.Environment:
+    """Built on first use: commands that render nothing (status) never import jinja2."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("conduitctl", "render/templates"),
+        undefined=jinja2.StrictUndefined,  # a missing variable is a bug, never an empty string
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+        finalize=_no_control,
+    )
+    env.filters.update(
+        nginx_word=nginx_word,
+        haproxy_word=haproxy_word,
+        rsyslog_string=rsyslog_string,
+        logrotate_path=logrotate_path,
+    )
+    return env
 
 
 def host_port(host: str, port: int) -> str:
@@ -137,4 +146,4 @@ def conf_duration(seconds: float) -> str:
 
 
 def render_template(name: str, **context: object) -> str:
-    return _TEMPLATES.get_template(name).render(**context)
+    return templates().get_template(name).render(**context)

@@ -41,6 +41,7 @@ from conduitctl.settings import Settings
 from conduitctl.statedir import StateDir
 
 SPEC_FILE = "spec.json"
+MAX_KEPT_PROCESSES = 256
 log = logging.getLogger(__name__)
 
 
@@ -61,12 +62,37 @@ def program_for(spec: LaunchSpec) -> list[str]:
     raise BadInput("workload.command: the generic profile on the process runtime needs a command")
 
 
+def children_by_parent() -> dict[int, list[int]]:
+    """Every process's children, from one pass over /proc. psutil's children() makes that
+    pass on each call, so listing a fleet with it costs one pass per backend."""
+    children: dict[int, list[int]] = {}
+    for pid in psutil.pids():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_bytes()
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+            ppid = int(stat.rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        children.setdefault(ppid, []).append(pid)
+    return children
+
+
+def descendants(pid: int, children: dict[int, list[int]]) -> list[int]:
+    found, todo = [], list(children.get(pid, ()))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo.extend(children.get(child, ()))
+    return found
+
+
 class ProcessRuntime:
     name = "process"
 
     def __init__(self, state_dir: Path, cluster: str) -> None:
         self.root = StateDir(state_dir).processes
         self.cluster = cluster
+        self._procs: dict[int, psutil.Process] = {}  # usage()'s, by pid
 
     # --- reading -----------------------------------------------------------------------
 
@@ -109,7 +135,8 @@ class ProcessRuntime:
             return None
         return proc
 
-    def status(self, name: str) -> BackendStatus:
+    def status(self, name: str, children: dict[int, list[int]] | None = None) -> BackendStatus:
+        """`children` (children_by_parent) saves a pass over /proc when listing many."""
         directory = self._dir(name)
         index = int(name.rsplit("-", 1)[1])
         if not (directory / SPEC_FILE).exists():
@@ -133,10 +160,14 @@ class ProcessRuntime:
         try:
             with proc.oneshot():
                 times = proc.cpu_times()
-                children = proc.children(recursive=True)
+                tree = (
+                    proc.children(recursive=True)
+                    if children is None
+                    else [psutil.Process(pid) for pid in descendants(proc.pid, children)]
+                )
                 cpu = times.user + times.system
                 rss = proc.memory_info().rss
-                for child in children:
+                for child in tree:
                     ct = child.cpu_times()
                     cpu += ct.user + ct.system
                     rss += child.memory_info().rss
@@ -179,16 +210,24 @@ class ProcessRuntime:
         return PidWatcher(loop, lambda name, detail: on_event(name, RuntimeEvent.DIED, detail))
 
     def usage(self, pid: int) -> tuple[float | None, int | None]:
+        """CPU seconds and RSS of one process. The supervisor asks for every backend every
+        tick: its psutil.Process is kept (half the cost), dropped once the process is gone."""
+        proc = self._procs.get(pid)
         try:
-            proc = psutil.Process(pid)
-            with proc.oneshot():
-                times = proc.cpu_times()
-                return times.user + times.system, proc.memory_info().rss
+            if proc is None:
+                if len(self._procs) >= MAX_KEPT_PROCESSES:  # pids of long-gone backends
+                    self._procs.clear()
+                proc = self._procs[pid] = psutil.Process(pid)
+            times = proc.cpu_times()
+            return times.user + times.system, proc.memory_info().rss
         except psutil.Error:
+            self._procs.pop(pid, None)
             return None, None
 
     def backends(self) -> list[BackendStatus]:
-        return [self.status(name) for name in self._names()]
+        names = self._names()
+        children = children_by_parent() if names else None
+        return [self.status(name, children) for name in names]
 
     # --- acting ------------------------------------------------------------------------
 

@@ -67,6 +67,7 @@ class Slot:
     oom_kills: int = 0
     cpu: tuple[float, float] | None = None  # (monotonic, cpu seconds) of the last sample
     cpu_percent: float | None = None
+    cpu_pid: int | None = None  # the process cpu_percent was measured on
     rss: int | None = None
     values: dict[str, float] = field(default_factory=dict)
     max_override: int | None = None  # raised max clients while the fleet is degraded
@@ -316,6 +317,7 @@ class Supervisor:
                 mono = time.monotonic()
                 if slot.cpu is not None and cpu is not None and mono > slot.cpu[0]:
                     slot.cpu_percent = max(cpu - slot.cpu[1], 0) / (mono - slot.cpu[0]) * 100
+                    slot.cpu_pid = slot.pid
                 slot.cpu = (mono, cpu) if cpu is not None else slot.cpu
                 slot.rss = rss
 
@@ -560,6 +562,7 @@ class Supervisor:
                 bytes_downloaded=slot.values.get("conduit_bytes_downloaded"),
                 cpu_percent=slot.cpu_percent,
                 rss_bytes=slot.rss,
+                cpu_pid=slot.cpu_pid if slot.running else None,
                 memory_limit_bytes=slot.backend.memory_bytes,
                 max_clients=slot.max_override or slot.backend.max_clients,
                 crash_looping=slot.restart.crash_loop,

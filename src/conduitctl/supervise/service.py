@@ -8,6 +8,7 @@ import json
 import logging
 import socket
 import time
+from functools import partial
 from pathlib import Path
 
 from conduitctl import alerts
@@ -33,6 +34,7 @@ from conduitctl.supervise.files import (
     history_path,
     live_history_wanted,
     load_alert_state,
+    write_last_tick,
 )
 from conduitctl.supervise.resume import Resumer
 
@@ -189,7 +191,7 @@ async def _serve(settings: Settings, config_path: Path) -> None:
         front_for(settings, env),
         state_dir=settings.state_dir,
         sinks=[outputs.on_event],
-        tick_sinks=[outputs.on_tick, resumer],
+        tick_sinks=[outputs.on_tick, partial(write_last_tick, settings.state_dir), resumer],
         host_observer=host.observe,
         queue_reader=host.accept_queues,
         fleet_capacity=fleet_capacity(settings),

@@ -1,0 +1,174 @@
+"""Supervisor cost as the fleet grows: CPU (% of one core) and RSS of the daemon at 8, 32
+and 64 simulator backends (process runtime), default health settings (1 s probes), the front
+nginx (or none, with --front none), the daemon started by `up`.
+
+Each size: up, a warm-up, then the daemon's own CPU seconds (psutil cpu_times, user + system)
+over a fixed window; down. Targets: <= 1 % of a core at 8 backends, and linear in N: the
+per-backend slope, and how far 64 is from 8 times the 8-backend cost.
+
+    .venv/bin/python benchmarks/bench_daemon_cost.py [--sizes 8,32,64] [--window 30]
+        [--warmup 10] [--front nginx|none] [--json]
+
+Everything binds 127.0.0.1; each fleet is stopped at the end, even on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_fleet import free_base
+
+PY = sys.executable
+TARGET_AT_8 = 1.0  # % of one core
+
+
+def cli(*args: str) -> dict:
+    out = subprocess.run(
+        [PY, "-m", "conduitctl", *args, "--json"], capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout)
+
+
+def teardown(config: str) -> None:
+    """`down --purge`, with `--yes` where the CLI asks for it before deleting keys; loud
+    when the fleet could not be stopped."""
+    for extra in (["--yes", "--discard-keys"], []):  # this code; an older checkout
+        argv = [PY, "-m", "conduitctl", "down", "--purge", *extra, "--config", config, "--json"]
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode == 0:
+            return
+    print(f"warning: the fleet of {config} may still run: {done.stderr.strip()}", file=sys.stderr)
+
+
+def write_config(directory: Path, count: int, front: str) -> Path:
+    """`count` simulator backends as processes; every port in [base, base + 2 + 2 * count)."""
+    base = free_base(2 + 2 * count)
+    front_section = (
+        f'kind = "nginx"\nbind = "127.0.0.1"\nlisteners = ["tcp:127.0.0.1:{base}"]\n'
+        if front == "nginx"
+        else 'kind = "none"\n'
+    )
+    config = directory / "conduit.toml"
+    config.write_text(
+        f"""
+[cluster]
+name = "cost{count}"
+containers = {count}
+runtime = "process"
+state_dir = "{directory / "state"}"
+
+[workload]
+profile = "sim"
+max_clients = 100
+bandwidth_mbps = -1
+listen_port_base = {base + 2}
+metrics_port_base = {base + 2 + count}
+
+[front]
+{front_section}
+[daemon]
+metrics_port = {base + 1}
+"""
+    )
+    return config
+
+
+def wait_healthy(config: Path, count: int, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cli("status", "--config", str(config))["totals"]["healthy"] == count:
+            return
+        time.sleep(1)
+    raise SystemExit(f"{count} backends never all healthy")
+
+
+def measure(count: int, front: str, warmup: float, window: float) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="conduitctl-bench-") as tmp:
+        config = write_config(Path(tmp), count, front)
+        try:
+            daemon = psutil.Process(cli("up", "--config", str(config))["daemon_pid"])
+            wait_healthy(config, count)
+            time.sleep(warmup)
+            before, started = daemon.cpu_times(), time.monotonic()
+            time.sleep(window)
+            after, elapsed = daemon.cpu_times(), time.monotonic() - started
+            busy = after.user + after.system - before.user - before.system
+            return {
+                "backends": count,
+                "cpu_percent_of_core": round(busy / elapsed * 100, 2),
+                "rss_mb": round(daemon.memory_info().rss / 2**20, 1),
+            }
+        finally:
+            teardown(str(config))
+
+
+def linearity(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Least-squares slope and intercept, and the largest size against `N / N0` times the
+    smallest (what exactly linear, per backend, would cost there)."""
+    xs = [r["backends"] for r in rows]
+    ys = [r["cpu_percent_of_core"] for r in rows]
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / spread
+    proportional = ys[0] * xs[-1] / xs[0]
+    return {
+        "slope_percent_per_backend": round(slope, 4),
+        "intercept_percent": round(mean_y - slope * mean_x, 3),
+        f"at_{xs[-1]}_if_proportional_to_{xs[0]}": round(proportional, 2),
+        f"at_{xs[-1]}_vs_proportional": round(ys[-1] / proportional, 2),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="8,32,64")
+    parser.add_argument("--window", type=float, default=30.0)
+    parser.add_argument("--warmup", type=float, default=10.0)
+    parser.add_argument("--front", choices=("nginx", "none"), default="nginx")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows = []
+    for count in sizes:
+        rows.append(measure(count, args.front, args.warmup, args.window))
+        print(f"daemon at {count}: {rows[-1]}", file=sys.stderr)
+    results: dict[str, object] = {
+        "front": args.front,
+        "window_s": args.window,
+        "probe_interval_s": 1.0,
+        "rows": rows,
+        "target": f"<= {TARGET_AT_8} % of one core at 8 backends, linear in N",
+    }
+    if len(rows) > 1:
+        results["linearity"] = linearity(rows)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"front {args.front}, 1 s probes, {args.window:g} s window after {args.warmup:g} s")
+    print(f"{'backends':>8} {'cpu % of a core':>16} {'per backend':>12} {'rss':>9}")
+    for row in rows:
+        per = row["cpu_percent_of_core"] / row["backends"]
+        print(
+            f"{row['backends']:>8} {row['cpu_percent_of_core']:>14.2f} % {per:>10.3f} % "
+            f"{row['rss_mb']:>6.1f} MB"
+        )
+    at_8 = next((r for r in rows if r["backends"] == 8), None)
+    if at_8 is not None:
+        verdict = "pass" if at_8["cpu_percent_of_core"] <= TARGET_AT_8 else "FAIL"
+        print(f"at 8: {at_8['cpu_percent_of_core']} % (target <= {TARGET_AT_8} %): {verdict}")
+    for key, value in results.get("linearity", {}).items():  # type: ignore[attr-defined]
+        print(f"{key}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""`conduitctl status` benchmark: 8 simulator backends (process runtime) behind nginx, the
+supervisor running (started by `up`), bytecode cached.
+
+Times, alternating in the same run so the machine's load weighs on each alike: a bare
+`python -c pass`, `conduitctl status -c CFG` and `status --json`; then the same without the
+supervisor (status samples CPU itself: two readings 100 ms apart). Target (DESIGN.md): status
+for 8 backends in at most 3.5 bare Python starts.
+
+    .venv/bin/python benchmarks/bench_status.py [--rounds 15] [--baseline-src DIR] [--json]
+
+--baseline-src times the `status` of another checkout's src/ (say `git archive main`) in the
+same rounds, against the same fleet: before and after side by side.
+
+Everything binds 127.0.0.1; the fleet is stopped at the end, even on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import conduitctl
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_fleet import BACKENDS, free_base, write_config
+
+PY = sys.executable
+TARGET_RATIO = 3.5
+# Bytecode is cached for every run (as on an installed host); the shell may say otherwise.
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def cli(*args: str) -> dict:
+    out = subprocess.run(
+        [PY, "-m", "conduitctl", *args, "--json"], capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout)
+
+
+def teardown(config: str) -> None:
+    """`down --purge`, with `--yes` where the CLI asks for it before deleting keys; loud
+    when the fleet could not be stopped."""
+    for extra in (["--yes", "--discard-keys"], []):  # this code; an older checkout
+        argv = [PY, "-m", "conduitctl", "down", "--purge", *extra, "--config", config, "--json"]
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode == 0:
+            return
+    print(f"warning: the fleet of {config} may still run: {done.stderr.strip()}", file=sys.stderr)
+
+
+def timed(argv: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(argv, stdout=subprocess.DEVNULL, env=env, check=True)
+    return (time.perf_counter() - started) * 1000
+
+
+def wait_for_tick(state_dir: Path, timeout: float = 30.0) -> None:
+    """Until the supervisor's last tick holds a CPU reading of every backend."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            tick = json.loads((state_dir / "last-tick.json").read_text())
+            if len(tick["backends"]) == BACKENDS:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.2)
+    raise SystemExit("the supervisor wrote no complete tick")
+
+
+Case = tuple[list[str], dict[str, str]]
+
+
+def rounds(cases: dict[str, Case], count: int) -> dict[str, float]:
+    """Median ms of each case, the cases run one after another in every round."""
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for argv, env in cases.values():  # warm the page cache once
+        timed(argv, env)
+    for _ in range(count):
+        for name, (argv, env) in cases.items():
+            times[name].append(timed(argv, env))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--baseline-src", type=Path, help="another checkout's src/ to compare")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    packages = [Path(conduitctl.__file__).parent]
+    if args.baseline_src:
+        packages.append(args.baseline_src.absolute() / "conduitctl")
+    for package in packages:
+        subprocess.run([PY, "-m", "compileall", "-q", str(package)], env=ENV, check=True)
+    results: dict[str, object] = {"backends": BACKENDS, "rounds": args.rounds}
+    with tempfile.TemporaryDirectory(prefix="conduitctl-bench-") as tmp:
+        config = write_config(Path(tmp), free_base(140), name="stat")
+        cfg = str(config)
+        status = [PY, "-m", "conduitctl", "status", "-c", cfg]
+        cases: dict[str, Case] = {
+            "python -c pass": ([PY, "-c", "pass"], ENV),
+            "status": (status, ENV),
+            "status --json": ([*status, "--json"], ENV),
+        }
+        if args.baseline_src:
+            baseline = {**ENV, "PYTHONPATH": str(args.baseline_src.absolute())}
+            cases["status, baseline src"] = (status, baseline)
+        try:
+            cli("up", "--config", cfg)
+            wait_for_tick(Path(tmp) / "state")
+            shown = cli("status", "--config", cfg)
+            assert shown["totals"]["healthy"] == BACKENDS, shown["totals"]
+            results["inside_command_ms"] = shown["elapsed_ms"]
+            results["supervised"] = rounds(cases, args.rounds)
+            cli("daemon-stop", "--config", cfg)
+            shown = cli("status", "--config", cfg)
+            results["inside_command_unsupervised_ms"] = shown["elapsed_ms"]
+            results["unsupervised"] = rounds(cases, args.rounds)
+        finally:
+            teardown(cfg)
+
+    rows = []
+    for case in ("supervised", "unsupervised"):
+        medians: dict[str, float] = results[case]  # type: ignore[assignment]
+        bare = medians["python -c pass"]
+        for name, ms in medians.items():
+            ratio = ms / bare
+            target = name != "python -c pass"
+            rows.append(
+                {
+                    "case": f"{name} ({case})" if target else f"{name} ({case} round)",
+                    "median_ms": round(ms, 1),
+                    "ratio": round(ratio, 2),
+                    "target": f"<= {TARGET_RATIO}x" if target else "",
+                    "pass": (ratio <= TARGET_RATIO) if target else None,
+                }
+            )
+    results["rows"] = rows
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"{'case':40} {'median':>10} {'ratio':>7} {'target':>8}   verdict")
+    for row in rows:
+        verdict = "" if row["pass"] is None else "pass" if row["pass"] else "FAIL"
+        print(
+            f"{row['case']:40} {row['median_ms']:>7.1f} ms {row['ratio']:>6.2f}x "
+            f"{row['target']:>8}   {verdict}"
+        )
+    print(
+        f"inside the command: {results['inside_command_ms']} ms with the supervisor's tick, "
+        f"{results['inside_command_unsupervised_ms']} ms sampling itself"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
