@@ -30,6 +30,7 @@ from conduitctl.observe.model import (
     HostObservation,
     Tick,
 )
+from conduitctl.observe.owner import PortCheck, find_stolen
 from conduitctl.runtime.base import ExitWatcher, LaunchSpec, Runtime, RuntimeEvent, State
 from conduitctl.runtime.pidfd import PidWatcher
 from conduitctl.settings import MAX_CLIENTS_ANY_PROFILE, MAX_CLIENTS_CEILING, Settings
@@ -74,6 +75,7 @@ class Slot:
     # Not serving since (None: serving). Unlike health.since, the restarts of a crash loop
     # do not reset it: it is how long the fleet has been short of this backend.
     down_since: float | None = None
+    stolen: str | None = None  # another process holds one of its ports: the finding
 
     @property
     def name(self) -> str:
@@ -116,6 +118,7 @@ class Supervisor:
         queue_reader: Callable[[set[int]], Mapping[int, Any]] | None = None,
         fleet_capacity: int | None = None,
         prober: Prober = probe_all,
+        port_check: PortCheck = find_stolen,
     ) -> None:
         self.settings = settings
         self.runtime = runtime
@@ -131,6 +134,7 @@ class Supervisor:
         # The planner's limit for the whole host: survivors are raised to a share of it.
         self.fleet_capacity = fleet_capacity
         self.prober = prober
+        self.port_check = port_check
         h = settings.health
         self.policy = RestartPolicy(
             backoff=h.restart_backoff,
@@ -304,6 +308,35 @@ class Supervisor:
         return await self.prober(
             self.settings.workload.profile, targets, self.settings.health.timeout
         )
+
+    async def check_ports(self) -> dict[str, str]:
+        """Backends whose ports another process holds. A finding is read again after the
+        backend is re-read from the runtime: docker's restart policy may have started a new
+        process of ours that this supervisor has not adopted yet."""
+
+        def targets(names: set[str] | None = None) -> list[tuple[BackendSpec, int | None]]:
+            return [(s.backend, s.pid if s.running else None) for s in self.slots.values()
+                    if names is None or s.name in names]  # fmt: skip
+
+        try:
+            found = await asyncio.to_thread(self.port_check, self.settings, targets())
+            if found:
+                self.adopt(set(found), operator=False)
+                found = await asyncio.to_thread(self.port_check, self.settings, targets(set(found)))
+        except Exception:  # the check is a guard: its failure must not stop the probes
+            log.exception("port ownership check failed")
+            return {}
+        return found
+
+    def note_stolen(self, stolen: dict[str, str]) -> None:
+        for name, slot in self.slots.items():
+            finding = stolen.get(name)
+            if finding and finding != slot.stolen:
+                self.emit(EventKind.HEALTH, name, f"{name}: {finding}", healthy=False,
+                          reason=finding, port_stolen=True)  # fmt: skip
+            slot.stolen = finding
+            if finding and not slot.running:
+                slot.health = replace(slot.health, healthy=False, reason=finding)
 
     def refresh_liveness(self) -> None:
         """Between events, a cheap check that each 'running' backend is still there."""
@@ -485,13 +518,18 @@ class Supervisor:
         async with self._work:
             now = self.clock()
             outcomes = await self.probe()
+            stolen = await self.check_ports()
+            self.note_stolen(stolen)
             h = self.settings.health
             for name, outcome in outcomes.items():
                 slot = self.slots[name]
                 if not slot.running:
                     continue  # died while the probe ran
+                if name in stolen:  # whoever answered, it was not our station: never healthy
+                    outcome = ProbeOutcome(False, stolen[name])  # its /metrics are not ours
                 before = slot.health.healthy
-                slot.health = observe_probe(slot.health, outcome.ok, rise=h.rise, fall=h.fall,
+                slot.health = observe_probe(slot.health, outcome.ok, rise=h.rise,
+                                            fall=1 if name in stolen else h.fall,
                                             now=now, reason=outcome.reason)  # fmt: skip
                 slot.values = outcome.values or slot.values
                 if before is not None and slot.health.healthy != before:
@@ -563,6 +601,7 @@ class Supervisor:
                 memory_limit_bytes=slot.backend.memory_bytes,
                 max_clients=slot.max_override or slot.backend.max_clients,
                 crash_looping=slot.restart.crash_loop,
+                port_stolen=slot.stolen,
             )
             for slot in self.slots.values()
         )
