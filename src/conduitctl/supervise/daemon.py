@@ -36,6 +36,7 @@ from conduitctl.runtime.pidfd import PidWatcher
 from conduitctl.settings import MAX_CLIENTS_ANY_PROFILE, MAX_CLIENTS_CEILING, Settings
 from conduitctl.statedir import StateDir, write_atomic
 from conduitctl.supervise.degrade import Change, Member, Move, plan_degradation
+from conduitctl.supervise.hangwatch import greeter_for, watch
 from conduitctl.supervise.health import Health, dead, observe_probe
 from conduitctl.supervise.plan import Action, BackendView, FrontView, Kind, plan_tick
 from conduitctl.supervise.probes import ProbeOutcome, probe_all
@@ -46,6 +47,7 @@ from conduitctl.supervise.restarts import (
     record_restart,
     record_stable,
 )
+from conduitctl.workloads import PROFILES
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ class Slot:
     # do not reset it: it is how long the fleet has been short of this backend.
     down_since: float | None = None
     stolen: str | None = None  # another process holds one of its ports: the finding
+    silent: str | None = None  # missed the hang watch's greetings: for the next tick
 
     @property
     def name(self) -> str:
@@ -119,6 +122,7 @@ class Supervisor:
         fleet_capacity: int | None = None,
         prober: Prober = probe_all,
         port_check: PortCheck = find_stolen,
+        hang_watch: bool = True,
     ) -> None:
         self.settings = settings
         self.runtime = runtime
@@ -135,6 +139,7 @@ class Supervisor:
         self.fleet_capacity = fleet_capacity
         self.prober = prober
         self.port_check = port_check
+        self.hang_watch = hang_watch  # sub-second greetings, for profiles that greet
         h = settings.health
         self.policy = RestartPolicy(
             backoff=h.restart_backoff,
@@ -302,12 +307,29 @@ class Supervisor:
                   oom=oom)  # fmt: skip
 
     async def probe(self) -> dict[str, ProbeOutcome]:
-        targets = [s.backend for s in self.slots.values() if s.running]
+        silent = {s.name: ProbeOutcome(False, s.silent) for s in self.slots.values()
+                  if s.running and s.silent}  # fmt: skip
+        targets = [s.backend for s in self.slots.values() if s.running and not s.silent]
+        for slot in self.slots.values():
+            slot.silent = None
         if not targets:
-            return {}
-        return await self.prober(
+            return silent
+        found = await self.prober(
             self.settings.workload.profile, targets, self.settings.health.timeout
         )
+        return {**found, **silent}  # a silent one is not waited for: out at once
+
+    def serving(self) -> list[BackendSpec]:
+        """What the hang watch greets: running, in the front, not known bad."""
+        out = self.front_down()
+        return [s.backend for s in self.slots.values()
+                if s.running and s.health.healthy is not False and s.name not in out]  # fmt: skip
+
+    def on_silent(self, name: str, why: str) -> None:
+        slot = self.slots.get(name)
+        if slot is not None and slot.running:
+            slot.silent = why
+            self.wake.set()
 
     async def check_ports(self) -> dict[str, str]:
         """Backends whose ports another process holds. A finding is read again after the
@@ -517,6 +539,7 @@ class Supervisor:
     async def tick(self) -> Tick:
         async with self._work:
             now = self.clock()
+            silent = {n for n, s in self.slots.items() if s.silent}
             outcomes = await self.probe()
             stolen = await self.check_ports()
             self.note_stolen(stolen)
@@ -527,9 +550,10 @@ class Supervisor:
                     continue  # died while the probe ran
                 if name in stolen:  # whoever answered, it was not our station: never healthy
                     outcome = ProbeOutcome(False, stolen[name])  # its /metrics are not ours
+                at_once = name in stolen or name in silent  # silent: already missed twice
                 before = slot.health.healthy
                 slot.health = observe_probe(slot.health, outcome.ok, rise=h.rise,
-                                            fall=1 if name in stolen else h.fall,
+                                            fall=1 if at_once else h.fall,
                                             now=now, reason=outcome.reason)  # fmt: skip
                 slot.values = outcome.values or slot.values
                 if before is not None and slot.health.healthy != before:
@@ -646,6 +670,13 @@ class Supervisor:
         if self.exit_watcher is not None:
             self.exit_watcher.start()
         interval = self.settings.health.interval
+        profile = PROFILES[self.settings.workload.profile]
+        hang_watch = None
+        if profile.greeting and self.hang_watch:
+            greet = greeter_for(profile)
+            hang_watch = asyncio.ensure_future(
+                watch(self.serving, self.on_silent, greet, self.stopping)
+            )
         try:
             while not self.stopping.is_set():
                 started = loop.time()
@@ -654,6 +685,8 @@ class Supervisor:
                 except Exception:
                     log.exception("tick failed")  # one bad tick never stops the loop
                 self.wake.clear()
+                if any(s.silent for s in self.slots.values()):
+                    self.wake.set()  # found silent while that tick ran: act now
                 remaining = interval - (loop.time() - started)
                 waiters = [asyncio.ensure_future(self.wake.wait()),
                            asyncio.ensure_future(self.stopping.wait())]  # fmt: skip
@@ -662,6 +695,8 @@ class Supervisor:
                 for waiter in waiters:
                     waiter.cancel()
         finally:
+            if hang_watch is not None:
+                hang_watch.cancel()
             if self.exit_watcher is not None:
                 self.exit_watcher.close()
             if self.front_watcher is not None:
