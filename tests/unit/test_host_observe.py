@@ -160,8 +160,8 @@ def test_parse_diag_messages_reads_queue_and_backlog():
     sockets, done = parse_diag_messages(data)
     assert not done
     assert sockets == [
-        ListenSocket("127.0.0.1", 443, 3, 5),
-        ListenSocket("::1", 8443, 0, 511),
+        ListenSocket("127.0.0.1", 443, 3, 5, inode=42),  # who holds it
+        ListenSocket("::1", 8443, 0, 511, inode=42),
     ]
     assert parse_diag_messages(_nlmsg(3, b"\0\0\0\0")) == ([], True)
 

@@ -205,7 +205,7 @@ def test_servers_and_default_server(containers: int) -> None:
         health={"interval": "1500ms", "timeout": "1s", "fall": 4, "rise": 3},
     )
     body = section(haproxy.render(s, ENV).text, "backend conduit")
-    assert "default-server inter 1500ms fall 4 rise 3 maxconn 400" in body
+    assert "default-server inter 1500ms fall 4 rise 3 maxconn 400 fastinter 250ms" in body
     servers = [ln for ln in body if ln.startswith("server ")]
     assert servers == [
         f"server conduit-{i + 1} 127.0.0.1:{31000 + i} check" for i in range(containers)

@@ -48,10 +48,14 @@ class Rig:
         self.front = FakeFront(self.journal)
         self.probes = FakeProbes(self.runtime)
         self.events: list[Event] = []
+        self.stolen: dict[str, str] = {}  # backend -> the port another process holds
         self.supervisor = Supervisor(settings, self.runtime, self.front,
                                      state_dir=self.state_dir, clock=self.clock,
                                      sinks=[self.events.append],
-                                     prober=self.probes.probe_all)  # fmt: skip
+                                     prober=self.probes.probe_all,
+                                     port_check=lambda _s, targets: {
+                                         b.name: self.stolen[b.name] for b, _pid in targets
+                                         if b.name in self.stolen})  # fmt: skip
         self.supervisor.adopt()
 
     def tick(self, at: float | None = None) -> Tick:
@@ -200,3 +204,25 @@ def test_a_drained_backend_stays_stopped_and_out(tmp_path: Path) -> None:
         rig.tick(at=t)
     assert rig.journal == []
     assert rig.supervisor.front_down() == frozenset({"c-2"})  # in every front install
+
+
+def test_a_backend_whose_port_another_process_holds_is_never_healthy(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.tick(at=0)
+    rig.stolen["c-2"] = "port 28001 is held by pid 77 (nc), not by the station's process"
+    tick = rig.tick(at=1)  # its probes pass (someone answers), yet one look is enough
+    c2 = next(b for b in tick.backends if b.name == "c-2")
+    assert c2.healthy is False and not c2.in_front and c2.port_stolen == rig.stolen["c-2"]
+    [found] = [e for e in rig.of(EventKind.HEALTH, "c-2") if e.data.get("port_stolen")]
+    assert "pid 77" in found.message
+    from conduitctl.alerts import RuleName, conditions
+
+    rules = {
+        (c.rule, dict(c.labels).get("backend")) for c in conditions(tick, rig.supervisor.settings)
+    }
+    assert (RuleName.PORT_STOLEN, "c-2") in rules
+    rig.tick(at=2)
+    assert len([e for e in rig.of(EventKind.HEALTH, "c-2") if e.data.get("port_stolen")]) == 1
+    del rig.stolen["c-2"]
+    tick = rig.tick(at=3)
+    assert next(b for b in tick.backends if b.name == "c-2").port_stolen is None

@@ -130,6 +130,8 @@ def conditions(tick: Tick, settings: Settings, history: History | None = None) -
                     "not running" if not b.running else "health probe failing",
                 )
             )
+        if b.port_stolen:
+            out.append(Condition(RuleName.PORT_STOLEN, labels, None, b.port_stolen))
         if b.crash_looping:
             out.append(
                 Condition(

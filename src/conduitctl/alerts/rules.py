@@ -37,6 +37,7 @@ class RuleName(StrEnum):
     FRONT_DOWN = "front_down"
     ACCEPT_QUEUE_GROWING = "accept_queue_growing"
     ALL_BACKENDS_DOWN = "all_backends_down"
+    PORT_STOLEN = "port_stolen"
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,15 @@ RULES: dict[RuleName, Rule] = {
             "all backends are down: {detail}",
             "no backend is running and healthy",
         ),
+        Rule(
+            RuleName.PORT_STOLEN,
+            Severity.CRITICAL,
+            0.0,  # clients reach a stranger through the front: say so at once
+            Scope.BACKEND,
+            "backend {backend}'s port is taken: {detail}",
+            "another process listens on a backend's port (its listener or /metrics): "
+            "whoever answers there is not the station we started; it is never counted healthy",
+        ),
     )
 }
 
@@ -162,6 +172,13 @@ INHIBITIONS: tuple[Inhibition, ...] = (
     Inhibition(RuleName.ALL_BACKENDS_DOWN, frozenset({RuleName.BACKEND_DOWN})),
     # A crash-looping backend is down by definition: one message for it, not two.
     Inhibition(RuleName.CRASH_LOOP, frozenset({RuleName.BACKEND_DOWN}), equal=("backend",)),
+    # A station whose port is taken is down, and dies on "address in use" as it restarts:
+    # the theft is the one thing to say.
+    Inhibition(
+        RuleName.PORT_STOLEN,
+        frozenset({RuleName.BACKEND_DOWN, RuleName.CRASH_LOOP}),
+        equal=("backend",),
+    ),
 )
 
 

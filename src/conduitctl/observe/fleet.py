@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from conduitctl.fleet import desired_backends
 from conduitctl.front.base import Front, FrontStatus
 from conduitctl.observe.model import CpuReading
+from conduitctl.observe.owner import find_stolen
 from conduitctl.observe.probe import tcp_probe
 from conduitctl.observe.scrape import Scrape, scrape_all
 from conduitctl.runtime.base import BackendStatus, Runtime, State
@@ -103,6 +104,7 @@ def collect(
         for name, b in desired.items():
             if b.listen_port is not None and name in targets:
                 probes[name] = tcp_probe(b.host, b.listen_port, settings.health.timeout)
+    stolen = find_stolen(settings, [(desired[n], first[n].pid) for n in targets])
     front_status = front.status()
     second, window = first, 0.0
     if any(_known_cpu(recent_cpu, s) is None for s in first.values() if s.state == State.RUNNING):
@@ -131,6 +133,8 @@ def collect(
         if name in probes:
             probe = probes[name]
             health, detail_text = ("healthy" if probe.ok else "unhealthy"), probe.detail
+        if name in stolen:  # whoever answered, it was not our station
+            health, detail_text = "unhealthy", stolen[name]
         if name not in desired:
             health, detail_text = "extra", "not in the config (conduitctl up removes it)"
         spec = desired.get(name)

@@ -209,6 +209,7 @@ class ListenSocket:
     local_port: int
     queued: int  # connections waiting to be accepted
     backlog: int | None  # accept queue capacity; None: not known
+    inode: int = 0  # the socket's inode: which process holds it (observe/owner.py)
 
 
 @dataclass(frozen=True)
@@ -279,7 +280,9 @@ def _proc_listeners(path: Path) -> Iterator[ListenSocket]:
             if sock is None:
                 continue
             if sock.state == TCP_LISTEN:
-                yield ListenSocket(sock.local_host, sock.local_port, sock.rx_queue, None)
+                yield ListenSocket(
+                    sock.local_host, sock.local_port, sock.rx_queue, None, sock.inode
+                )
             elif sock.state != TCP_CLOSE:
                 return
 
@@ -319,6 +322,7 @@ def parse_diag_messages(data: bytes) -> tuple[list[ListenSocket], bool]:
                     local_port=int.from_bytes(msg.sport, "big"),
                     queued=msg.rqueue,
                     backlog=msg.wqueue,
+                    inode=msg.inode,
                 )
             )
         offset += (length + 3) & ~3

@@ -25,6 +25,7 @@ class BackendObservation:
     memory_limit_bytes: int | None = None
     max_clients: int | None = None  # the value it runs with now (degradation may raise it)
     crash_looping: bool = False
+    port_stolen: str | None = None  # another process holds one of its ports (the finding)
 
 
 @dataclass(frozen=True)

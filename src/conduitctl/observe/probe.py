@@ -7,6 +7,17 @@ import time
 from dataclasses import dataclass
 
 
+def check_greeting(line: str, prefix: str, busy: str | None, name: str | None) -> None:
+    """A greeting (or a full station's busy line: it answered, so it is alive) that names
+    the station `name`; raises ValueError for anything else."""
+    if not line.startswith(prefix.strip()) and not (busy and line.startswith(busy)):
+        raise ValueError(f"greeting {line[:40]!r}" if line else "closed without greeting")
+    words = line.split()
+    said = words[1] if len(words) > 1 else ""
+    if name is not None and said != name:
+        raise ValueError(f"greeting names {said[:40]!r}, not {name}: another station answers")
+
+
 @dataclass(frozen=True)
 class ProbeResult:
     ok: bool

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from conduitctl.fleet import BackendSpec, desired_backends
-from conduitctl.observe.probe import tcp_probe
+from conduitctl.observe.probe import check_greeting, tcp_probe
 from conduitctl.observe.scrape import scrape
 from conduitctl.settings import Settings
 from conduitctl.workloads import PROFILES, HealthSource
@@ -16,13 +16,23 @@ READY_TIMEOUT = 30.0
 
 
 def is_ready(settings: Settings, backend: BackendSpec) -> bool:
-    """Ready = serving: /metrics says live, or the listening port accepts (and greets)."""
+    """Ready = serving: /metrics says live, or the listening port accepts (and greets, naming
+    this station)."""
     profile = PROFILES[settings.workload.profile]
     metrics = profile.health == HealthSource.METRICS
     if metrics and not scrape(backend.host, backend.metrics_port, timeout=0.5).live:
         return False
-    if backend.listen_port is not None:
-        return tcp_probe(backend.host, backend.listen_port, 0.5, greeting=profile.greeting).ok
+    if backend.listen_port is None:
+        return True
+    probe = tcp_probe(backend.host, backend.listen_port, 0.5, greeting=profile.greeting)
+    if not probe.ok:
+        return False
+    if profile.greeting_prefix is not None:  # ours, not whoever else answers on the port
+        try:
+            check_greeting(probe.detail or "", profile.greeting_prefix, profile.busy_prefix,
+                           backend.name)  # fmt: skip
+        except ValueError:
+            return False
     return True
 
 

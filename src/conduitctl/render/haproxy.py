@@ -38,6 +38,7 @@ STATS_PATH = "/stats"
 STICK_TABLE = "type ip size 100k expire 30s store conn_cur"
 FD_RESERVE = 64  # HAProxy's own descriptors: pollers, stats socket, master socket pair, logs
 MIN_MAXCONN = 100
+FASTINTER_S = 0.25
 _BALANCE = {"least_conn": "leastconn", "round_robin": "roundrobin", "hash": "source"}
 
 
@@ -161,6 +162,9 @@ def render_config(
         # Anchored at the first byte; without the trailing space, which the parser would split on.
         expect_regex=f"^{greeting.strip()}" if greeting else None,
         inter=conf_duration(settings.health.interval),
+        # After a first failed check the next ones come this fast: a hung server is out
+        # after inter + (fall - 1) x fastinter, not fall x inter.
+        fastinter=conf_duration(min(FASTINTER_S, settings.health.interval)),
         fall=settings.health.fall,
         rise=settings.health.rise,
         server_maxconn=settings.workload.max_clients,

@@ -30,11 +30,13 @@ from conduitctl.observe.model import (
     HostObservation,
     Tick,
 )
+from conduitctl.observe.owner import PortCheck, find_stolen
 from conduitctl.runtime.base import ExitWatcher, LaunchSpec, Runtime, RuntimeEvent, State
 from conduitctl.runtime.pidfd import PidWatcher
 from conduitctl.settings import MAX_CLIENTS_ANY_PROFILE, MAX_CLIENTS_CEILING, Settings
 from conduitctl.statedir import StateDir, write_atomic
 from conduitctl.supervise.degrade import Change, Member, Move, plan_degradation
+from conduitctl.supervise.hangwatch import greeter_for, watch
 from conduitctl.supervise.health import Health, dead, observe_probe
 from conduitctl.supervise.plan import Action, BackendView, FrontView, Kind, plan_tick
 from conduitctl.supervise.probes import ProbeOutcome, probe_all
@@ -45,6 +47,7 @@ from conduitctl.supervise.restarts import (
     record_restart,
     record_stable,
 )
+from conduitctl.workloads import PROFILES
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,8 @@ class Slot:
     # Not serving since (None: serving). Unlike health.since, the restarts of a crash loop
     # do not reset it: it is how long the fleet has been short of this backend.
     down_since: float | None = None
+    stolen: str | None = None  # another process holds one of its ports: the finding
+    silent: str | None = None  # missed the hang watch's greetings: for the next tick
 
     @property
     def name(self) -> str:
@@ -117,6 +122,8 @@ class Supervisor:
         queue_reader: Callable[[set[int]], Mapping[int, Any]] | None = None,
         fleet_capacity: int | None = None,
         prober: Prober = probe_all,
+        port_check: PortCheck = find_stolen,
+        hang_watch: bool = True,
     ) -> None:
         self.settings = settings
         self.runtime = runtime
@@ -132,6 +139,8 @@ class Supervisor:
         # The planner's limit for the whole host: survivors are raised to a share of it.
         self.fleet_capacity = fleet_capacity
         self.prober = prober
+        self.port_check = port_check
+        self.hang_watch = hang_watch  # sub-second greetings, for profiles that greet
         h = settings.health
         self.policy = RestartPolicy(
             backoff=h.restart_backoff,
@@ -299,12 +308,58 @@ class Supervisor:
                   oom=oom)  # fmt: skip
 
     async def probe(self) -> dict[str, ProbeOutcome]:
-        targets = [s.backend for s in self.slots.values() if s.running]
+        silent = {s.name: ProbeOutcome(False, s.silent) for s in self.slots.values()
+                  if s.running and s.silent}  # fmt: skip
+        targets = [s.backend for s in self.slots.values() if s.running and not s.silent]
+        for slot in self.slots.values():
+            slot.silent = None
         if not targets:
-            return {}
-        return await self.prober(
+            return silent
+        found = await self.prober(
             self.settings.workload.profile, targets, self.settings.health.timeout
         )
+        return {**found, **silent}  # a silent one is not waited for: out at once
+
+    def serving(self) -> list[BackendSpec]:
+        """What the hang watch greets: running, in the front, not known bad."""
+        out = self.front_down()
+        return [s.backend for s in self.slots.values()
+                if s.running and s.health.healthy is not False and s.name not in out]  # fmt: skip
+
+    def on_silent(self, name: str, why: str) -> None:
+        slot = self.slots.get(name)
+        if slot is not None and slot.running:
+            slot.silent = why
+            self.wake.set()
+
+    async def check_ports(self) -> dict[str, str]:
+        """Backends whose ports another process holds. A finding is read again after the
+        backend is re-read from the runtime: docker's restart policy may have started a new
+        process of ours that this supervisor has not adopted yet."""
+
+        def targets(names: set[str] | None = None) -> list[tuple[BackendSpec, int | None]]:
+            return [(s.backend, s.pid if s.running else None) for s in self.slots.values()
+                    if names is None or s.name in names]  # fmt: skip
+
+        try:
+            found = await asyncio.to_thread(self.port_check, self.settings, targets())
+            if found:
+                self.adopt(set(found), operator=False)
+                found = await asyncio.to_thread(self.port_check, self.settings, targets(set(found)))
+        except Exception:  # the check is a guard: its failure must not stop the probes
+            log.exception("port ownership check failed")
+            return {}
+        return found
+
+    def note_stolen(self, stolen: dict[str, str]) -> None:
+        for name, slot in self.slots.items():
+            finding = stolen.get(name)
+            if finding and finding != slot.stolen:
+                self.emit(EventKind.HEALTH, name, f"{name}: {finding}", healthy=False,
+                          reason=finding, port_stolen=True)  # fmt: skip
+            slot.stolen = finding
+            if finding and not slot.running:
+                slot.health = replace(slot.health, healthy=False, reason=finding)
 
     def refresh_liveness(self) -> None:
         """Between events, a cheap check that each 'running' backend is still there."""
@@ -486,14 +541,21 @@ class Supervisor:
     async def tick(self) -> Tick:
         async with self._work:
             now = self.clock()
+            silent = {n for n, s in self.slots.items() if s.silent}
             outcomes = await self.probe()
+            stolen = await self.check_ports()
+            self.note_stolen(stolen)
             h = self.settings.health
             for name, outcome in outcomes.items():
                 slot = self.slots[name]
                 if not slot.running:
                     continue  # died while the probe ran
+                if name in stolen:  # whoever answered, it was not our station: never healthy
+                    outcome = ProbeOutcome(False, stolen[name])  # its /metrics are not ours
+                at_once = name in stolen or name in silent  # silent: already missed twice
                 before = slot.health.healthy
-                slot.health = observe_probe(slot.health, outcome.ok, rise=h.rise, fall=h.fall,
+                slot.health = observe_probe(slot.health, outcome.ok, rise=h.rise,
+                                            fall=1 if at_once else h.fall,
                                             now=now, reason=outcome.reason)  # fmt: skip
                 slot.values = outcome.values or slot.values
                 if before is not None and slot.health.healthy != before:
@@ -566,6 +628,7 @@ class Supervisor:
                 memory_limit_bytes=slot.backend.memory_bytes,
                 max_clients=slot.max_override or slot.backend.max_clients,
                 crash_looping=slot.restart.crash_loop,
+                port_stolen=slot.stolen,
             )
             for slot in self.slots.values()
         )
@@ -610,6 +673,13 @@ class Supervisor:
         if self.exit_watcher is not None:
             self.exit_watcher.start()
         interval = self.settings.health.interval
+        profile = PROFILES[self.settings.workload.profile]
+        hang_watch = None
+        if profile.greeting and self.hang_watch:
+            greet = greeter_for(profile)
+            hang_watch = asyncio.ensure_future(
+                watch(self.serving, self.on_silent, greet, self.stopping)
+            )
         try:
             while not self.stopping.is_set():
                 started = loop.time()
@@ -618,6 +688,8 @@ class Supervisor:
                 except Exception:
                     log.exception("tick failed")  # one bad tick never stops the loop
                 self.wake.clear()
+                if any(s.silent for s in self.slots.values()):
+                    self.wake.set()  # found silent while that tick ran: act now
                 remaining = interval - (loop.time() - started)
                 waiters = [asyncio.ensure_future(self.wake.wait()),
                            asyncio.ensure_future(self.stopping.wait())]  # fmt: skip
@@ -626,6 +698,8 @@ class Supervisor:
                 for waiter in waiters:
                     waiter.cancel()
         finally:
+            if hang_watch is not None:
+                hang_watch.cancel()
             if self.exit_watcher is not None:
                 self.exit_watcher.close()
             if self.front_watcher is not None:

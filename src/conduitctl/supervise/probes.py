@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from conduitctl.fleet import BackendSpec
+from conduitctl.observe.probe import check_greeting
 from conduitctl.observe.scrape import parse_metrics
 from conduitctl.workloads import PROFILES, HealthSource
 
@@ -38,10 +39,15 @@ async def fetch_metrics(host: str, port: int, timeout: float) -> dict[str, float
 
 
 async def greeting(
-    host: str, port: int, timeout: float, prefix: str | None, busy: str | None = None
+    host: str,
+    port: int,
+    timeout: float,
+    prefix: str | None,
+    busy: str | None = None,
+    name: str | None = None,
 ) -> str:
-    """Connect, and read the greeting line when the profile sends one (or, from a full
-    station, its busy line: it answered, so it is alive)."""
+    """Connect, and read the greeting line when the profile sends one; with `name`, the
+    line must name that station (whoever answers on its port is not necessarily it)."""
 
     async def talk() -> str:
         reader, writer = await asyncio.open_connection(host, port)
@@ -49,8 +55,7 @@ async def greeting(
             if prefix is None:
                 return ""
             line = (await reader.readline()).decode(errors="replace").strip()
-            if not line.startswith(prefix.strip()) and not (busy and line.startswith(busy)):
-                raise ValueError(f"greeting {line[:40]!r}" if line else "closed without greeting")
+            check_greeting(line, prefix, busy, name)
             return line
         finally:
             writer.close()
@@ -76,8 +81,8 @@ async def probe(profile_name: str, backend: BackendSpec, timeout: float) -> Prob
             if values.get("conduit_is_live", 0) < 1:
                 return ProbeOutcome(False, "conduit_is_live = 0", values)
         if backend.listen_port is not None:
-            await greeting(backend.host, backend.listen_port, timeout,
-                           profile.greeting_prefix, profile.busy_prefix)  # fmt: skip
+            await greeting(backend.host, backend.listen_port, timeout, profile.greeting_prefix,
+                           profile.busy_prefix, backend.name)  # fmt: skip
     except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError) as exc:
         return ProbeOutcome(False, _why(exc), values)
     return ProbeOutcome(True, "", values)

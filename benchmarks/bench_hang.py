@@ -1,0 +1,97 @@
+"""The hang window: 8 simulator backends (process runtime) behind nginx, default health
+settings (1 s probes, 0.8 s timeout, fall 2), the daemon started by `up`.
+
+Measures:
+- a hang (SIGUSR1: alive, answering nothing) -> out of the front, median and max over N
+  hangs (target <= 1 s; before the sub-second greeting watch: 2.35 s, issue #10);
+- new connections failed while one backend hangs during a 600-client ramp (target <= 2;
+  before: 13-18 in the chaos drill).
+
+    .venv/bin/python benchmarks/bench_hang.py [--faults 5] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_fleet import free_base, write_config
+from bench_supervisor import BACKENDS, cli, pids, wait_event
+
+from conduitctl.drills.loadtest import LoadSpec, run_load
+
+CLIENTS, RAMP_S, HANG_AT_S = 600, 8.0, 3.0
+
+
+def hang_round(config: Path, store: Path, name: str) -> float:
+    """Seconds from SIGUSR1 to the supervisor's front_out; the backend is then let go on."""
+    pid = pids(config)[name]
+    injected = time.time()
+    os.kill(pid, signal.SIGUSR1)
+    out = wait_event(store, name, "front_out", injected - 0.01, 30)
+    back = wait_event(store, name, "front_in", injected - 0.01, 60)
+    if back is None:
+        raise SystemExit(f"{name} never came back into the front")
+    return out.ts - injected if out else float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--faults", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    results: dict[str, object] = {"backends": BACKENDS, "faults": args.faults}
+    with tempfile.TemporaryDirectory(prefix="conduitctl-bench-") as tmp:
+        base = free_base(140)
+        config = write_config(Path(tmp), base, name="hng", max_clients=1000)
+        store = Path(tmp) / "state/history.db"
+        try:
+            cli("up", "--config", str(config))
+            time.sleep(3)
+            names = sorted(pids(config))
+            outs = [hang_round(config, store, names[i % BACKENDS]) for i in range(args.faults)]
+            results["hang_out_of_front_s"] = {
+                "median": round(statistics.median(outs), 3),
+                "max": round(max(outs), 3),
+                "all": [round(o, 3) for o in outs],
+                "target": "<= 1 s (before: 2.35 s)",
+            }
+            print(f"hang -> out: {results['hang_out_of_front_s']}", file=sys.stderr)
+
+            time.sleep(3)
+            spec = LoadSpec("127.0.0.1", base, clients=CLIENTS, duration_s=RAMP_S + 4,
+                            ramp_s=RAMP_S)  # fmt: skip
+            victim = names[5]
+
+            async def load_and_hang():
+                task = asyncio.create_task(run_load(spec))
+                await asyncio.sleep(HANG_AT_S)
+                os.kill(pids(config)[victim], signal.SIGUSR1)
+                return await task
+
+            report = asyncio.run(load_and_hang())
+            results["hang_under_load"] = {
+                "clients": CLIENTS,
+                "new_connections_failed": report.failed,
+                "failed_by_reason": {k: v for k, v in report.failed_by_reason.items() if v},
+                "established_sessions_dropped": report.sessions_dropped,
+                "target": "<= 2 new connections failed (before: 13-18)",
+            }
+            print(f"hang under load: {results['hang_under_load']}", file=sys.stderr)
+        finally:
+            cli("down", "--purge", "--yes", "--discard-keys", "--config", str(config))
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
