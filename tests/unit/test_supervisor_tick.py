@@ -15,7 +15,7 @@ from conduitctl.intent import holding, set_drained
 from conduitctl.observe.model import Tick
 from conduitctl.runtime.base import launch_specs
 from conduitctl.settings import settings_from_dict
-from conduitctl.supervise.daemon import Supervisor
+from conduitctl.supervise.daemon import PORT_SWEEP_TICKS, Supervisor
 
 BACKOFF, BACKOFF_MAX, LOOP_RESTARTS = 2.0, 8.0, 3
 LOOP_BACKOFF_MAX, MIN_HEALTHY = 30.0, 20
@@ -210,8 +210,14 @@ def test_a_backend_whose_port_another_process_holds_is_never_healthy(tmp_path: P
     rig = Rig(tmp_path)
     rig.tick(at=0)
     rig.stolen["c-2"] = "port 28001 is held by pid 77 (nc), not by the station's process"
-    tick = rig.tick(at=1)  # its probes pass (someone answers), yet one look is enough
-    c2 = next(b for b in tick.backends if b.name == "c-2")
+    # A healthy station's ports are looked at every PORT_SWEEP_TICKS ticks (one that holds
+    # its listener cannot lose it); its probes pass (someone answers), yet one look is enough.
+    for at in range(1, PORT_SWEEP_TICKS + 1):
+        tick = rig.tick(at=at)
+        c2 = next(b for b in tick.backends if b.name == "c-2")
+        if c2.port_stolen:
+            break
+    assert at <= PORT_SWEEP_TICKS
     assert c2.healthy is False and not c2.in_front and c2.port_stolen == rig.stolen["c-2"]
     [found] = [e for e in rig.of(EventKind.HEALTH, "c-2") if e.data.get("port_stolen")]
     assert "pid 77" in found.message
@@ -221,8 +227,8 @@ def test_a_backend_whose_port_another_process_holds_is_never_healthy(tmp_path: P
         (c.rule, dict(c.labels).get("backend")) for c in conditions(tick, rig.supervisor.settings)
     }
     assert (RuleName.PORT_STOLEN, "c-2") in rules
-    rig.tick(at=2)
+    rig.tick(at=at + 1)  # now unhealthy: looked at every tick, said once
     assert len([e for e in rig.of(EventKind.HEALTH, "c-2") if e.data.get("port_stolen")]) == 1
     del rig.stolen["c-2"]
-    tick = rig.tick(at=3)
+    tick = rig.tick(at=at + 2)
     assert next(b for b in tick.backends if b.name == "c-2").port_stolen is None

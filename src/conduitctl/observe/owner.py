@@ -126,11 +126,19 @@ def stolen_ports(
     nobody listens on is not stolen (the probes find it closed)."""
     sockets = listen_sockets() if sockets is None else sockets
     out: list[Stolen] = []
-    family = _family(pid) if pid is not None else []
-    for port in ports:
-        inodes = listeners_on(sockets, host, port)
+    wanted = {port: listeners_on(sockets, host, port) for port in ports}
+    every = set().union(*wanted.values()) if wanted else set()
+    # The station itself nearly always holds its listeners: its children are looked for
+    # (a scan of every process) only when it does not.
+    held = held_by(pid, every) if pid is not None and every else set()
+    family: list[int] | None = None
+    for port, inodes in wanted.items():
         if not inodes:
             continue
+        if held is not None and inodes <= held:
+            continue
+        if family is None:
+            family = _family(pid) if pid is not None else []
         foreign = _not_held(family, inodes)
         if foreign:
             found = holder(foreign)

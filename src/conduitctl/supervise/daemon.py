@@ -50,6 +50,7 @@ from conduitctl.supervise.restarts import (
 from conduitctl.workloads import PROFILES
 
 log = logging.getLogger(__name__)
+PORT_SWEEP_TICKS = 10  # every backend's ports, healthy ones included, once in this many
 
 FRONT_WATCH = "front"  # the front master's pidfd, in its own watcher
 DEATH_DETAIL_DELAY_S = 0.3  # the shim / dockerd record the exit code within this
@@ -332,17 +333,29 @@ class Supervisor:
             slot.silent = why
             self.wake.set()
 
-    async def check_ports(self) -> dict[str, str]:
-        """Backends whose ports another process holds. A finding is read again after the
-        backend is re-read from the runtime: docker's restart policy may have started a new
-        process of ours that this supervisor has not adopted yet."""
+    def port_suspects(self) -> set[str]:
+        """Whose ports to look at this tick. A running, healthy station holds its listeners,
+        and nobody can bind a port that is held: it is looked at only every
+        PORT_SWEEP_TICKS ticks. The others (dead, restarting, failing, already stolen) every
+        tick: that is when another process can take their ports."""
+        if self.ticks % PORT_SWEEP_TICKS == 0:
+            return set(self.slots)
+        return {n for n, s in self.slots.items()
+                if not (s.running and s.health.healthy) or s.stolen}  # fmt: skip
 
-        def targets(names: set[str] | None = None) -> list[tuple[BackendSpec, int | None]]:
+    async def check_ports(self, names: set[str]) -> dict[str, str]:
+        """Of `names`, the backends whose ports another process holds. A finding is read
+        again after the backend is re-read from the runtime: docker's restart policy may have
+        started a new process of ours that this supervisor has not adopted yet."""
+
+        def targets(names: set[str]) -> list[tuple[BackendSpec, int | None]]:
             return [(s.backend, s.pid if s.running else None) for s in self.slots.values()
-                    if names is None or s.name in names]  # fmt: skip
+                    if s.name in names]  # fmt: skip
 
+        if not names:
+            return {}
         try:
-            found = await asyncio.to_thread(self.port_check, self.settings, targets())
+            found = await asyncio.to_thread(self.port_check, self.settings, targets(names))
             if found:
                 self.adopt(set(found), operator=False)
                 found = await asyncio.to_thread(self.port_check, self.settings, targets(set(found)))
@@ -351,8 +364,10 @@ class Supervisor:
             return {}
         return found
 
-    def note_stolen(self, stolen: dict[str, str]) -> None:
+    def note_stolen(self, stolen: dict[str, str], looked_at: set[str]) -> None:
         for name, slot in self.slots.items():
+            if name not in looked_at:
+                continue  # not looked at this tick: what was found stays
             finding = stolen.get(name)
             if finding and finding != slot.stolen:
                 self.emit(EventKind.HEALTH, name, f"{name}: {finding}", healthy=False,
@@ -543,8 +558,9 @@ class Supervisor:
             now = self.clock()
             silent = {n for n, s in self.slots.items() if s.silent}
             outcomes = await self.probe()
-            stolen = await self.check_ports()
-            self.note_stolen(stolen)
+            suspects = self.port_suspects()
+            stolen = await self.check_ports(suspects)
+            self.note_stolen(stolen, suspects)
             h = self.settings.health
             for name, outcome in outcomes.items():
                 slot = self.slots[name]
@@ -678,7 +694,7 @@ class Supervisor:
         if profile.greeting and self.hang_watch:
             greet = greeter_for(profile)
             hang_watch = asyncio.ensure_future(
-                watch(self.serving, self.on_silent, greet, self.stopping)
+                watch(self.serving, self.on_silent, greet, self.stopping, queued=self.queue_reader)
             )
         try:
             while not self.stopping.is_set():
