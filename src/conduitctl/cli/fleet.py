@@ -163,7 +163,7 @@ def status_table(view: Any) -> Table:
 
 
 def front_line(front: Any) -> str:
-    if front.kind == "none":
+    if not front.configured:
         return f"front: none - {front.reason}"
     if not front.running:
         return f"front: {front.kind} [red]down[/] - {front.reason}"

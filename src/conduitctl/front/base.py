@@ -44,6 +44,11 @@ class FrontStatus:
     reason: str | None = None  # why there is no front, or why it is down
     started_at: float | None = None
 
+    @property
+    def configured(self) -> bool:
+        """A front is configured (kind "none": there is none to be up or down)."""
+        return self.kind != "none"
+
     def to_dict(self) -> dict[str, object]:
         return {
             "kind": self.kind,

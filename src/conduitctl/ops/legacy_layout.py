@@ -353,7 +353,7 @@ def _put_back(runtime: Runtime, layout: LegacyLayout, spec: LaunchSpec, slot: Le
         layout.remove(slot.container)
         runtime.start(spec)
     except Exception:  # the original error is the one to report; this one goes to the log
-        log.exception("backend=%s could not be put back after a failed switch", spec.name)
+        log.exception("could not be put back after a failed switch", extra={"backend": spec.name})
 
 
 def from_legacy(

@@ -245,7 +245,7 @@ class ProcessRuntime:
         cgroup = BackendCgroup(self.cluster, spec.name)
         why_not = cgroup.create(spec.backend.memory_bytes)
         if why_not:
-            log.warning("%s runs without a memory limit: %s", spec.name, why_not)
+            log.warning("runs without a memory limit", extra={"backend": spec.name, "why": why_not})
         write_json(
             directory / SPEC_FILE,
             {

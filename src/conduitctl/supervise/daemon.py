@@ -338,10 +338,13 @@ class Supervisor:
         and nobody can bind a port that is held: it is looked at only every
         PORT_SWEEP_TICKS ticks. The others (dead, restarting, failing, already stolen) every
         tick: that is when another process can take their ports."""
+        # An operator command working on a backend (undrain starting it, say) is left alone:
+        # its new process is not this supervisor's to judge until the hold ends.
+        busy = held(self.state_dir) | drained(self.state_dir)
         if self.ticks % PORT_SWEEP_TICKS == 0:
-            return set(self.slots)
-        return {n for n, s in self.slots.items()
-                if not (s.running and s.health.healthy) or s.stolen}  # fmt: skip
+            return set(self.slots) - busy
+        doubtful = {n for n, s in self.slots.items() if not (s.running and s.health.healthy)}
+        return (doubtful | {n for n, s in self.slots.items() if s.stolen}) - busy
 
     async def check_ports(self, names: set[str]) -> dict[str, str]:
         """Of `names`, the backends whose ports another process holds. A finding is read
@@ -459,7 +462,7 @@ class Supervisor:
         try:
             status = await asyncio.to_thread(self._restart_blocking, slot.effective_spec)
         except Exception as exc:
-            log.warning("restart of %s failed: %s", slot.name, exc, extra={"backend": slot.name})
+            log.warning("restart failed", extra={"backend": slot.name, "error": str(exc)})
             status = None
         slot.restart = record_restart(self.policy, slot.restart, now)
         slot.restarts += 1
@@ -549,7 +552,9 @@ class Supervisor:
             result = await asyncio.to_thread(blocking)
             self.emit(EventKind.FRONT_RESTART, None, f"front restarted ({result})")
         except Exception as exc:
-            log.error("front restart failed: %s", exc)
+            log.error(
+                "front restart failed", extra={"front": self.settings.front.kind, "error": str(exc)}
+            )
 
     # --- the loop -----------------------------------------------------------------------
 

@@ -62,7 +62,7 @@ class Cleanups:
             try:
                 step()
             except Exception as exc:
-                log.warning("chaos cleanup failed: %s: %s", what, exc)
+                log.warning("chaos cleanup failed", extra={"what": what, "error": str(exc)})
                 failures.append(f"{what}: {exc}")
 
 

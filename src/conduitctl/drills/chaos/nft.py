@@ -117,7 +117,7 @@ def nft_preflight() -> None:
     if listing.returncode != 0:
         raise _nft_failed(listing, "list the tables")
     for table in stale_tables(listing.stdout, psutil.pid_exists):
-        log.info("deleting stale chaos table %s (its run is gone)", table)
+        log.info("deleting a stale chaos table (its run is gone)", extra={"table": table})
         _nft(["delete", "table", "inet", table])
 
 

@@ -237,7 +237,7 @@ class RunState:
         key = str(reason)
         if key not in self.examples:
             self.examples[key] = detail or key
-            log.debug("loadtest first %s: %s", reason, detail)
+            log.debug("loadtest first failure", extra={"reason": reason, "detail": detail})
 
     def record(self, result: ClientResult) -> None:
         self.results.append(result)
