@@ -340,7 +340,7 @@ class Supervisor:
         tick: that is when another process can take their ports."""
         # An operator command working on a backend (undrain starting it, say) is left alone:
         # its new process is not this supervisor's to judge until the hold ends.
-        busy = held(self.state_dir) | drained(self.state_dir)
+        busy = held(self.state_dir) | self.drained  # holds now; drained as last read
         if self.ticks % PORT_SWEEP_TICKS == 0:
             return set(self.slots) - busy
         doubtful = {n for n, s in self.slots.items() if not (s.running and s.health.healthy)}
