@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,28 +24,10 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_fleet import free_base
+from bench_fleet import cli, free_base, teardown
 
 PY = sys.executable
 TARGET_AT_8 = 1.0  # % of one core
-
-
-def cli(*args: str) -> dict:
-    out = subprocess.run(
-        [PY, "-m", "conduitctl", *args, "--json"], capture_output=True, text=True, check=True
-    )
-    return json.loads(out.stdout)
-
-
-def teardown(config: str) -> None:
-    """`down --purge`, with `--yes` where the CLI asks for it before deleting keys; loud
-    when the fleet could not be stopped."""
-    for extra in (["--yes", "--discard-keys"], []):  # this code; an older checkout
-        argv = [PY, "-m", "conduitctl", "down", "--purge", *extra, "--config", config, "--json"]
-        done = subprocess.run(argv, capture_output=True, text=True)
-        if done.returncode == 0:
-            return
-    print(f"warning: the fleet of {config} may still run: {done.stderr.strip()}", file=sys.stderr)
 
 
 def write_config(directory: Path, count: int, front: str) -> Path:

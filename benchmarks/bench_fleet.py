@@ -19,6 +19,7 @@ import asyncio
 import json
 import platform
 import socket
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -34,6 +35,27 @@ from conduitctl.runtime import runtime_for
 from conduitctl.settings import load_settings
 
 BACKENDS = 8
+
+
+PY = sys.executable
+
+
+def cli(*args: str) -> dict:
+    out = subprocess.run(
+        [PY, "-m", "conduitctl", *args, "--json"], capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout)
+
+
+def teardown(config: str) -> None:
+    """`down --purge`, with `--yes` where the CLI asks for it before deleting keys; loud
+    when the fleet could not be stopped."""
+    for extra in (["--yes", "--discard-keys"], []):  # this code; an older checkout
+        argv = [PY, "-m", "conduitctl", "down", "--purge", *extra, "--config", config, "--json"]
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode == 0:
+            return
+    print(f"warning: the fleet of {config} may still run: {done.stderr.strip()}", file=sys.stderr)
 
 
 def free_base(count: int) -> int:

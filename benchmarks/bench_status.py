@@ -29,30 +29,12 @@ from pathlib import Path
 import conduitctl
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_fleet import BACKENDS, free_base, write_config
+from bench_fleet import BACKENDS, cli, free_base, teardown, write_config
 
 PY = sys.executable
 TARGET_RATIO = 3.5
 # Bytecode is cached for every run (as on an installed host); the shell may say otherwise.
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-
-
-def cli(*args: str) -> dict:
-    out = subprocess.run(
-        [PY, "-m", "conduitctl", *args, "--json"], capture_output=True, text=True, check=True
-    )
-    return json.loads(out.stdout)
-
-
-def teardown(config: str) -> None:
-    """`down --purge`, with `--yes` where the CLI asks for it before deleting keys; loud
-    when the fleet could not be stopped."""
-    for extra in (["--yes", "--discard-keys"], []):  # this code; an older checkout
-        argv = [PY, "-m", "conduitctl", "down", "--purge", *extra, "--config", config, "--json"]
-        done = subprocess.run(argv, capture_output=True, text=True)
-        if done.returncode == 0:
-            return
-    print(f"warning: the fleet of {config} may still run: {done.stderr.strip()}", file=sys.stderr)
 
 
 def timed(argv: list[str], env: dict[str, str]) -> float:
