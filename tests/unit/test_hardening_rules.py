@@ -21,7 +21,7 @@ from conduitctl.settings_file import settings_to_toml
         ("container", "no_new_privileges = false", "container.no_new_privileges",
          "container.allow_weak_hardening"),
         ("workload", 'bind_host = "0.0.0.0"', "workload.bind_host", "workload.allow_public_bind"),
-        ("workload", 'bind_host = "10.0.0.5"', "workload.bind_host",
+        ("workload", 'bind_host = "::"', "workload.bind_host",
          "workload.allow_public_bind"),
         ("workload", 'extra_args = ["--metrics-addr", "0.0.0.0:9000"]', "workload.extra_args",
          "workload.allow_public_bind"),

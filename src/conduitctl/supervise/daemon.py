@@ -15,7 +15,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,6 @@ from conduitctl.fleet import BackendSpec
 from conduitctl.front.base import Front
 from conduitctl.intent import drained, held
 from conduitctl.observe.model import (
-    BackendObservation,
     FrontObservation,
     HostObservation,
     Tick,
@@ -47,60 +46,14 @@ from conduitctl.supervise.restarts import (
     record_restart,
     record_stable,
 )
+from conduitctl.supervise.slots import PORT_SWEEP_TICKS, Slot, port_suspects
 from conduitctl.workloads import PROFILES
 
 log = logging.getLogger(__name__)
-PORT_SWEEP_TICKS = 10  # every backend's ports, healthy ones included, once in this many
 
 FRONT_WATCH = "front"  # the front master's pidfd, in its own watcher
 DEATH_DETAIL_DELAY_S = 0.3  # the shim / dockerd record the exit code within this
 STOP_TIMEOUT_S = 3.0  # a hung backend gets this long to exit on SIGTERM before SIGKILL
-
-
-@dataclass
-class Slot:
-    """What the supervisor knows of one backend between ticks."""
-
-    spec: LaunchSpec
-    running: bool = False
-    pid: int | None = None
-    started_at: float | None = None
-    health: Health = field(default_factory=Health)
-    restart: RestartState = field(default_factory=RestartState)
-    restarts: int = 0  # restarts made by the supervisor (a counter for metrics)
-    oom_kills: int = 0
-    cpu: tuple[float, float] | None = None  # (monotonic, cpu seconds) of the last sample
-    cpu_percent: float | None = None
-    cpu_pid: int | None = None  # the process cpu_percent was measured on
-    rss: int | None = None
-    values: dict[str, float] = field(default_factory=dict)
-    max_override: int | None = None  # raised max clients while the fleet is degraded
-    oom_baseline: int | None = None  # the runtime's OOM count when it last started
-    # Not serving since (None: serving). Unlike health.since, the restarts of a crash loop
-    # do not reset it: it is how long the fleet has been short of this backend.
-    down_since: float | None = None
-    stolen: str | None = None  # another process holds one of its ports: the finding
-    silent: str | None = None  # missed the hang watch's greetings: for the next tick
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def effective_spec(self) -> LaunchSpec:
-        """The spec it runs with: the configured one, or with raised max clients."""
-        if self.max_override is None:
-            return self.spec
-        return replace(self.spec, backend=replace(self.backend, max_clients=self.max_override))
-
-    @property
-    def load(self) -> int:
-        v = self.values
-        return int(v.get("conduit_connected_clients", 0) + v.get("conduit_connecting_clients", 0))
-
-    @property
-    def backend(self) -> BackendSpec:
-        return self.spec.backend
 
 
 Sink = Callable[[Event], None]
@@ -341,10 +294,7 @@ class Supervisor:
         # An operator command working on a backend (undrain starting it, say) is left alone:
         # its new process is not this supervisor's to judge until the hold ends.
         busy = held(self.state_dir) | self.drained  # holds now; drained as last read
-        if self.ticks % PORT_SWEEP_TICKS == 0:
-            return set(self.slots) - busy
-        doubtful = {n for n, s in self.slots.items() if not (s.running and s.health.healthy)}
-        return (doubtful | {n for n, s in self.slots.items() if s.stolen}) - busy
+        return port_suspects(self.slots, sweep=self.ticks % PORT_SWEEP_TICKS == 0, busy=busy)
 
     async def check_ports(self, names: set[str]) -> dict[str, str]:
         """Of `names`, the backends whose ports another process holds. A finding is read
@@ -631,27 +581,7 @@ class Supervisor:
 
     def observation(self, now: float, front: FrontView) -> Tick:
         backends = tuple(
-            BackendObservation(
-                name=slot.name,
-                index=slot.backend.index,
-                running=slot.running,
-                healthy=slot.health.healthy,
-                in_front=slot.name not in self.down,
-                restarts=slot.restarts,
-                oom_kills=slot.oom_kills,
-                connected=_int(slot.values.get("conduit_connected_clients")),
-                connecting=_int(slot.values.get("conduit_connecting_clients")),
-                bytes_uploaded=slot.values.get("conduit_bytes_uploaded"),
-                bytes_downloaded=slot.values.get("conduit_bytes_downloaded"),
-                cpu_percent=slot.cpu_percent,
-                rss_bytes=slot.rss,
-                cpu_pid=slot.cpu_pid if slot.running else None,
-                memory_limit_bytes=slot.backend.memory_bytes,
-                max_clients=slot.max_override or slot.backend.max_clients,
-                crash_looping=slot.restart.crash_loop,
-                port_stolen=slot.stolen,
-            )
-            for slot in self.slots.values()
+            slot.observation(in_front=slot.name not in self.down) for slot in self.slots.values()
         )
         host = self.host_observer() if self.host_observer else HostObservation(0, 0, 0.0)
         queues = {
@@ -748,10 +678,6 @@ class Supervisor:
         self.adopt(set(self.slots))  # level-triggered: re-read what really runs
         self.save_state()
         self.wake.set()
-
-
-def _int(value: float | None) -> int | None:
-    return None if value is None else int(value)
 
 
 def install_signal_handlers(supervisor: Supervisor, on_reload: Callable[[], None]) -> None:
