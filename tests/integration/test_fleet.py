@@ -91,7 +91,11 @@ def test_scale_up_and_down_keeps_data(process_fleet):
     assert [b["name"] for b in status["backends"]] == [f"{status['cluster']}-{i}" for i in (1, 2)]
     assert {greeting_via(base) for _ in range(12)} <= {f"{status['cluster']}-{i}" for i in (1, 2)}
     host, port = third_listen.rsplit(":", 1)
+    assert not listening(int(port))  # the third backend is gone, its port free
     with socket.socket() as squatter:  # another process takes the third backend's port
+        # The greetings just served leave TIME_WAIT sockets on that port when the
+        # backend closed first; a stranger's server sets SO_REUSEADDR like any other.
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind((host, int(port)))
         squatter.listen()
         refused = cli("scale", "3", "--config", str(config), check=False)
