@@ -2,9 +2,12 @@
 supervisor running (started by `up`), bytecode cached.
 
 Times, alternating in the same run so the machine's load weighs on each alike: a bare
-`python -c pass`, `conduitctl status -c CFG` and `status --json`; then the same without the
-supervisor (status samples CPU itself: two readings 100 ms apart). Target (DESIGN.md): status
-for 8 backends in at most 3.5 bare Python starts.
+`python -c pass`; `conduitctl status -c CFG` and `status --json`, which the supervisor
+answers over its status socket; the installed `conduitctl` script doing the same; and
+`status --direct`, the full CLI reading the fleet itself. Then, the supervisor stopped,
+`status` again (the full CLI, sampling CPU itself: two readings 100 ms apart). Target
+(DESIGN.md, issue 9): status for 8 backends in at most 3.5 bare Python starts, while the
+supervisor runs, as it always does once `up` has run.
 
     .venv/bin/python benchmarks/bench_status.py [--rounds 15] [--baseline-src DIR] [--json]
 
@@ -87,10 +90,13 @@ def main() -> int:
         config = write_config(Path(tmp), free_base(140), name="stat")
         cfg = str(config)
         status = [PY, "-m", "conduitctl", "status", "-c", cfg]
+        script = str(Path(PY).parent / "conduitctl")
         cases: dict[str, Case] = {
             "python -c pass": ([PY, "-c", "pass"], ENV),
             "status": (status, ENV),
             "status --json": ([*status, "--json"], ENV),
+            "conduitctl status (script)": ([script, "status", "-c", cfg], ENV),
+            "status --direct": ([*status, "--direct"], ENV),
         }
         if args.baseline_src:
             baseline = {**ENV, "PYTHONPATH": str(args.baseline_src.absolute())}
@@ -100,11 +106,13 @@ def main() -> int:
             wait_for_tick(Path(tmp) / "state")
             shown = cli("status", "--config", cfg)
             assert shown["totals"]["healthy"] == BACKENDS, shown["totals"]
+            assert shown.get("source") == "supervisor", "the supervisor did not answer status"
             results["inside_command_ms"] = shown["elapsed_ms"]
             results["supervised"] = rounds(cases, args.rounds)
             cli("daemon-stop", "--config", cfg)
             shown = cli("status", "--config", cfg)
             results["inside_command_unsupervised_ms"] = shown["elapsed_ms"]
+            del cases["status --direct"]  # the same as `status` now
             results["unsupervised"] = rounds(cases, args.rounds)
         finally:
             teardown(cfg)
@@ -115,10 +123,11 @@ def main() -> int:
         bare = medians["python -c pass"]
         for name, ms in medians.items():
             ratio = ms / bare
-            target = name != "python -c pass"
+            # The target is `status` as the operator meets it: the supervisor running.
+            target = case == "supervised" and name in ("status", "status --json")
             rows.append(
                 {
-                    "case": f"{name} ({case})" if target else f"{name} ({case} round)",
+                    "case": f"{name} ({case})",
                     "median_ms": round(ms, 1),
                     "ratio": round(ratio, 2),
                     "target": f"<= {TARGET_RATIO}x" if target else "",

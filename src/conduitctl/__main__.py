@@ -2,6 +2,6 @@
 
 import sys
 
-from conduitctl.cli import main
+from conduitctl.entry import main
 
 sys.exit(main())

@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from conduitctl import config_locate
 from conduitctl.errors import ConfigError, not_utf8
 from conduitctl.settings_types import (
     Capability,
@@ -41,8 +42,8 @@ from conduitctl.statedir import resolve_state_dir
 from conduitctl.units import parse_duration, parse_size
 from conduitctl.workloads import PROFILES
 
-CONFIG_ENV = "CONDUITCTL_CONFIG"
-SYSTEM_CONFIG = Path("/etc/conduitctl/conduit.toml")
+CONFIG_ENV = config_locate.CONFIG_ENV
+SYSTEM_CONFIG = Path(config_locate.SYSTEM_CONFIG)
 ROOT_STATE_DIR = Path("/var/lib/conduitctl")
 USER_STATE_DIR = Path(".conduitctl")
 
@@ -463,13 +464,7 @@ def find_config(explicit: Path | None) -> Path:
     """--config, else $CONDUITCTL_CONFIG, else ./conduit.toml, else /etc/conduitctl/conduit.toml."""
     if explicit is not None:
         return explicit
-    env = os.environ.get(CONFIG_ENV)
-    if env:
-        return Path(env)
-    local = Path("conduit.toml")
-    if local.exists() or not SYSTEM_CONFIG.exists():
-        return local
-    return SYSTEM_CONFIG
+    return Path(config_locate.locate(None))
 
 
 def load_settings(path: Path) -> Settings:

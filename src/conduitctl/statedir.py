@@ -59,6 +59,12 @@ class StateDir:
         return self.root / "last-tick.json"
 
     @property
+    def status_socket(self) -> Path:
+        """Where the supervisor answers `status` (0600; linked from /run/conduitctl,
+        conduitctl.status_wire)."""
+        return self.root / "status.sock"
+
+    @property
     def history_live(self) -> Path:
         """Present while someone (a chaos drill) reads the history as it is written."""
         return self.root / "history.live"

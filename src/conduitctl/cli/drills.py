@@ -19,7 +19,6 @@ from conduitctl.cli.common import (
     out,
     progress_printer,
 )
-from conduitctl.cli.fleet import front_line, status_table
 from conduitctl.errors import CheckFailed
 from conduitctl.settings import (
     Settings,
@@ -249,6 +248,8 @@ def demo(
 
         worker = threading.Thread(target=load, name="loadtest", daemon=True)
         worker.start()
+
+        from conduitctl.app.status import front_line, status_table
 
         def screen() -> Any:
             view = collect(settings, runtime, front)

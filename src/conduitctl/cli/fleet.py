@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
@@ -14,7 +14,6 @@ from conduitctl.cli.common import (
     JsonOpt,
     app,
     emit_json,
-    fleet_parts,
     out,
     progress_printer,
 )
@@ -23,11 +22,6 @@ from conduitctl.settings import (
     find_config,
     load_settings,
 )
-
-if TYPE_CHECKING:
-    from rich.table import Table
-
-STALE_TICKS = 3  # the supervisor's last tick is trusted while younger than this many intervals
 
 
 def print_fleet_plan(plan: Any) -> None:
@@ -115,158 +109,41 @@ def down(
     out.print(f"down: {len(result.stopped)} backends stopped, {kept}{saved}")
 
 
-def status_table(view: Any) -> Table:
-    from rich.table import Table
-
-    table = Table(title=f"{view.cluster}: {view.profile} on {view.runtime}", title_justify="left")
-    for column in (
-        "backend",
-        "state",
-        "health",
-        "clients",
-        "connecting",
-        "cpu %",
-        "rss",
-        "restarts",
-        "uptime",
-    ):
-        table.add_column(
-            column, justify="left" if column in ("backend", "state", "health") else "right"
-        )
-    for b in view.backends:
-        color = {"healthy": "green", "unhealthy": "red", "stopped": "red"}.get(b.health, "yellow")
-        table.add_row(
-            b.name,
-            b.state,
-            f"[{color}]{b.health}[/]",
-            _dash(b.connected),
-            _dash(b.connecting),
-            _dash(b.cpu_percent),
-            _mb(b.rss_bytes),
-            str(b.restarts),
-            _uptime(b.uptime_s),
-        )
-    t = view.totals
-    table.add_row(
-        "total",
-        f"{t['running']}/{t['backends']}",
-        f"{t['healthy']} healthy",
-        str(t["connected"]),
-        str(t["connecting"]),
-        str(t["cpu_percent"]),
-        _mb(t["rss_bytes"]),
-        str(t["restarts"]),
-        "",
-        style="bold",
-    )
-    return table
-
-
-def front_line(front: Any) -> str:
-    if not front.configured:
-        return f"front: none - {front.reason}"
-    if not front.running:
-        return f"front: {front.kind} [red]down[/] - {front.reason}"
-    listening = ", ".join(front.listening) or "nothing"
-    extra = f" - [red]{front.reason}[/]" if front.reason else ""
-    return f"front: {front.kind} pid {front.pid}, listening on {listening}{extra}"
-
-
-def _dash(value: object) -> str:
-    return "-" if value is None else str(value)
-
-
-def _mb(value: int | float | None) -> str:
-    return "-" if not value else f"{value / 1024**2:.0f} MB"
-
-
-def _uptime(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
-
-
 @app.command()
 def status(
     config: ConfigOpt = None,
     watch: Annotated[bool, typer.Option(help="refresh every --interval seconds")] = False,
     interval: Annotated[float, typer.Option(help="seconds between refreshes", min=0.2)] = 2.0,
+    direct: Annotated[
+        bool, typer.Option(help="read the fleet here, not through the running supervisor")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Per backend state, health, clients, CPU, RSS, restarts, uptime; totals; the front."""
-    from conduitctl import alerts as alert_engine
-    from conduitctl import daemon_link as control
-    from conduitctl.observe.fleet import collect as collect_now
-    from conduitctl.supervise.files import last_tick_cpu, load_alert_state
+    """Per backend state, health, clients, CPU, RSS, restarts, uptime; totals; the front.
 
-    settings, _, runtime, front = fleet_parts(config)
+    While the supervisor runs, a plain `status` (or `status --json`) is answered by it over
+    its status socket (conduitctl.fast_status), from the same code as --direct."""
+    from conduitctl.app import status as shown
+    from conduitctl.app.context import Fleet
 
-    def collect() -> Any:
-        # While the supervisor runs, its last tick has each backend's CPU rate: no need to
-        # sample every process twice, a wait apart. Stale after a few missed ticks.
-        recent = None
-        if control.daemon_pid(settings.state_dir) is not None:
-            max_age = STALE_TICKS * settings.health.interval
-            recent = last_tick_cpu(settings.state_dir, time.time(), max_age)
-        return collect_now(settings, runtime, front, recent)
-
-    def supervisor() -> dict[str, Any]:
-        firing = [
-            a.to_dict()
-            for a in alert_engine.active_alerts(load_alert_state(settings.state_dir))
-            if a.state == "firing"
-        ]
-        return {"pid": control.daemon_pid(settings.state_dir), "alerts_firing": firing}
-
-    def rollout_state() -> Any:
-        from conduitctl.rollout_state import load as load_rollout
-
-        return load_rollout(settings.state_dir)
-
-    def document() -> dict[str, Any]:
-        state = rollout_state()
-        return {
-            **collect().to_dict(),
-            "supervisor": supervisor(),
-            "rollout": None if state is None else {**state.to_dict(), "active": state.active},
-        }
-
+    fleet = Fleet.load(config)
     if as_json and not watch:
-        emit_json(document())
+        emit_json(shown.document(fleet, "direct"))
         return
-
-    def render() -> Any:
-        from rich.console import Group
-
-        view = collect()
-        sup = supervisor()
-        line = (
-            f"supervisor: pid {sup['pid']}, {len(sup['alerts_firing'])} alerts firing"
-            if sup["pid"]
-            else "supervisor: [red]not running[/] (conduitctl up starts it)"
-        )
-        lines: list[Any] = [status_table(view), front_line(view.front), line]
-        state = rollout_state()
-        if state is not None and (state.active or time.time() - state.updated_at < 86400):
-            lines.append(state.summary(time.time()))  # the last one, for a day after
-        return Group(*lines)
-
     if not watch:
-        out.print(render())
+        out.print(shown.render(fleet))
         return
     if as_json:  # one JSON document per line, for scripts that follow
         while True:
-            sys.stdout.write(json.dumps(document(), default=str) + "\n")
+            sys.stdout.write(json.dumps(shown.document(fleet, "direct"), default=str) + "\n")
             sys.stdout.flush()
             time.sleep(interval)
     from rich.live import Live
 
-    with Live(render(), console=out, refresh_per_second=4) as live:
+    with Live(shown.render(fleet), console=out, refresh_per_second=4) as live:
         while True:
             time.sleep(interval)
-            live.update(render())
+            live.update(shown.render(fleet))
 
 
 @app.command()

@@ -166,10 +166,16 @@ def scrape(host: str, port: int, timeout: float = 0.5) -> Scrape:
         conn.close()
 
 
+SCRAPERS = 32  # threads at most; kept between calls (the supervisor asks every `status`)
+_pool: ThreadPoolExecutor | None = None
+
+
 def scrape_all(targets: dict[str, tuple[str, int]], timeout: float = 0.5) -> dict[str, Scrape]:
     """Every target at once: the slowest one bounds the wait, not the sum."""
+    global _pool
     if not targets:
         return {}
-    with ThreadPoolExecutor(max_workers=min(len(targets), 32)) as pool:
-        futures = {name: pool.submit(scrape, h, p, timeout) for name, (h, p) in targets.items()}
-        return {name: future.result() for name, future in futures.items()}
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=SCRAPERS, thread_name_prefix="scrape")
+    futures = {name: _pool.submit(scrape, h, p, timeout) for name, (h, p) in targets.items()}
+    return {name: future.result() for name, future in futures.items()}

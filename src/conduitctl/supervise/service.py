@@ -26,7 +26,8 @@ from conduitctl.observe.host import HostObserver
 from conduitctl.observe.model import Tick
 from conduitctl.runtime import runtime_for
 from conduitctl.settings import Settings, load_settings
-from conduitctl.statedir import write_atomic
+from conduitctl.statedir import StateDir, write_atomic
+from conduitctl.status_wire import config_identity
 from conduitctl.store import Store
 from conduitctl.supervise.daemon import Supervisor, install_signal_handlers
 from conduitctl.supervise.files import (
@@ -37,6 +38,7 @@ from conduitctl.supervise.files import (
     write_last_tick,
 )
 from conduitctl.supervise.resume import Resumer
+from conduitctl.supervise.status_server import StatusServer
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +177,11 @@ def _rollout_stuck(settings: Settings, rollout: str, resumes: int) -> None:
 
 
 async def _serve(settings: Settings, config_path: Path) -> None:
+    # The file as it is now, checked to be the one `settings` came from: `status` is only
+    # answered here for the config file it was read from (status_server).
+    identity = config_identity(str(config_path))
+    if load_settings(config_path) != settings:
+        identity = None
     env = render_env(settings, config_path)
     loop = asyncio.get_running_loop()
     outputs = Outputs(settings, settings.state_dir, loop)
@@ -197,7 +204,11 @@ async def _serve(settings: Settings, config_path: Path) -> None:
         fleet_capacity=fleet_capacity(settings),
     )
 
+    status = StatusServer(StateDir(settings.state_dir).status_socket, config_path)
+    status.serve_settings(settings, identity)
+
     def reload() -> None:
+        identity = config_identity(str(config_path))  # before reading: a later edit is seen
         try:
             fresh = load_settings(config_path)
         except Exception as exc:  # a bad edit must not take the supervisor down
@@ -205,14 +216,20 @@ async def _serve(settings: Settings, config_path: Path) -> None:
             return
         supervisor.reconfigure(fresh, front_for(fresh, render_env(fresh, config_path)))
         outputs.reconfigure(fresh)
+        status.serve_settings(fresh, identity)
         set_secrets(fresh.alerts.notifiers)  # a revoked URL is hidden, a new one too
         log.info("settings reloaded", extra={"config": str(config_path)})
 
     install_signal_handlers(supervisor, reload)
     outputs.serve()
     try:
+        await status.start()
+    except OSError as exc:  # `status` reads the fleet itself; worth a warning only
+        log.warning("status socket not opened", extra={"error": str(exc)})
+    try:
         await supervisor.run()
     finally:
+        status.close()
         outputs.close()
 
 

@@ -1,0 +1,177 @@
+"""The supervisor's status socket: a plain `conduitctl status` is answered here, so the
+command need not import the settings, the runtime or rich (conduitctl.fast_status). The
+answer is built by the same code `status --direct` runs (conduitctl.app.status), in a
+worker thread, when asked: it costs nothing while nobody asks.
+
+It answers root or the supervisor's own user only, one request line of bounded size each,
+two at a time; and only while its settings came from the config file as it is now
+(status_wire): otherwise STALE, and the command reads the fleet itself."""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import io
+import json
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+
+from conduitctl import status_wire as wire
+from conduitctl.app.context import Fleet
+from conduitctl.settings import Settings
+
+log = logging.getLogger(__name__)
+
+READ_TIMEOUT_S = 1.0
+AT_ONCE = 2  # answers being built at the same time; more wait their turn
+
+
+class StatusServer:
+    def __init__(self, socket_path: Path, config_path: Path) -> None:
+        self.socket_path = socket_path
+        self.config_path = config_path
+        self.settings: Settings | None = None
+        self.identity: str | None = None
+        self.fleet: Fleet | None = None
+        self.link: str | None = None
+        self.server: asyncio.AbstractServer | None = None
+        self.turns = asyncio.Semaphore(AT_ONCE)
+
+    def serve_settings(self, settings: Settings, identity: str | None) -> None:
+        """Answer for `settings`, read from the config file whose identity (taken before it
+        was read) is `identity`; None: never answer (say STALE) until the next reload."""
+        self.settings, self.identity, self.fleet = settings, identity, None
+        self._link(identity)
+
+    async def start(self) -> None:
+        self.socket_path.unlink(missing_ok=True)  # a dead supervisor's
+        self.server = await asyncio.start_unix_server(
+            self.handle, path=str(self.socket_path), limit=wire.MAX_REQUEST
+        )
+        os.chmod(self.socket_path, 0o600)
+        self._link(self.identity)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        self._unlink()
+        self.socket_path.unlink(missing_ok=True)
+
+    # --- the link in RUN_DIR ----------------------------------------------------------------
+
+    def _link(self, identity: str | None) -> None:
+        """Point RUN_DIR's link for this config file at our socket (only once it listens)."""
+        self._unlink()
+        if identity is None or self.server is None:
+            return
+        try:
+            os.makedirs(wire.RUN_DIR, mode=0o700, exist_ok=True)
+            if not wire.run_dir_trusted(os.geteuid()):
+                log.warning("status socket not linked", extra={"reason": f"{wire.RUN_DIR} is "
+                            "not root's or ours alone"})  # fmt: skip
+                return
+            _prune_dead_links()
+            link = wire.link_for(identity)
+            temp = f"{link}.{os.getpid()}.tmp"
+            os.symlink(self.socket_path, temp)
+            os.replace(temp, link)
+            self.link = link
+        except OSError as exc:  # the fast path is an optimisation: status still works
+            log.warning("status socket not linked", extra={"error": str(exc)})
+
+    def _unlink(self) -> None:
+        if self.link is None:
+            return
+        try:
+            if os.readlink(self.link) == str(self.socket_path):
+                os.unlink(self.link)
+        except OSError:
+            pass
+        self.link = None
+
+    # --- answering --------------------------------------------------------------------------
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            reply = await self._reply(reader, writer)
+            writer.write(reply)
+            await writer.drain()
+        except (TimeoutError, OSError, ValueError) as exc:
+            log.debug("status request dropped", extra={"error": str(exc)})
+        finally:
+            writer.close()
+
+    async def _reply(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+        sock = writer.get_extra_info("socket")
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        if int.from_bytes(creds[4:8], sys.byteorder) not in (0, os.geteuid()):
+            raise ValueError("a status request from another user")
+        line = await asyncio.wait_for(reader.readline(), READ_TIMEOUT_S)
+        request = wire.decode_request(line)
+        settings = self.settings
+        if settings is None or request["identity"] != self.identity:
+            return wire.STALE + b"\n"
+        if wire.config_identity(str(self.config_path)) != self.identity:
+            return wire.STALE + b"\n"  # changed since we read it, before any reload
+        async with self.turns:
+            text = await asyncio.to_thread(self.answer, settings, request)
+        encoding = str(request["encoding"])
+        return wire.OK + b"\n" + text.encode(_codec(encoding), "replace")
+
+    def answer(self, settings: Settings, request: dict[str, object]) -> str:
+        """The output `status` (or `status --json`) would print, for this terminal."""
+        from conduitctl.app import status as shown
+
+        fleet = self.fleet
+        if fleet is None or fleet.settings is not settings:
+            fleet = self.fleet = Fleet.of(settings, self.config_path)
+        if request["json"]:
+            return json.dumps(shown.document(fleet, "supervisor"), indent=2, default=str) + "\n"
+        from rich.console import Console
+
+        buffer = _Output(str(request["encoding"]))
+        console = Console(
+            file=buffer,
+            width=int(str(request["width"])),
+            force_terminal=True if request["tty"] else None,  # None: as $FORCE_COLOR says
+            force_interactive=False,
+            _environ=dict(request["env"]),  # type: ignore[call-overload]
+        )
+        console.print(shown.render(fleet))
+        return buffer.getvalue()
+
+
+class _Output(io.StringIO):
+    """A string buffer that says the caller's encoding, so rich draws what it can show."""
+
+    def __init__(self, encoding: str) -> None:
+        super().__init__()
+        self._encoding = encoding
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self._encoding
+
+
+def _codec(encoding: str) -> str:
+    try:
+        return codecs.lookup(encoding).name
+    except LookupError:
+        return "utf-8"
+
+
+def _prune_dead_links() -> None:
+    """Links left by supervisors that died without closing (a kill -9, a reboot)."""
+    try:
+        names = os.listdir(wire.RUN_DIR)
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(wire.RUN_DIR, name)
+        if name.startswith("status-") and os.path.islink(path) and not os.path.exists(path):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
