@@ -216,6 +216,12 @@ def set_secrets(urls: Iterable[str]) -> None:
     REDACT.set(url_secrets(urls))
 
 
+def add_secrets(urls: Iterable[str]) -> None:
+    """Hide these URLs' secrets too, besides those already hidden (a process that reads
+    several versions of the settings: a rollback, a rollout, a snapshot diff)."""
+    REDACT.set(set(REDACT.secrets) | url_secrets(urls))
+
+
 def setup_logging(
     level: str = "info",
     json: bool = False,

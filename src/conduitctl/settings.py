@@ -27,6 +27,7 @@ from pydantic import (
 
 from conduitctl import config_locate
 from conduitctl.errors import ConfigError, not_utf8
+from conduitctl.logs import add_secrets
 from conduitctl.settings_types import (
     Capability,
     HostAddress,
@@ -513,9 +514,13 @@ def parse_settings(text: str, source: str = "conduit.toml") -> Settings:
 
 def settings_from_dict(data: dict[str, Any], source: str = "conduit.toml") -> Settings:
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(one_line(f"{source}: {describe_validation_error(exc)}")) from None
+    # Whatever process reads a notifier URL, its log handlers hide it from then on (the
+    # one side effect here, on purpose: no command can forget it).
+    add_secrets(settings.alerts.notifiers)
+    return settings
 
 
 def describe_validation_error(exc: ValidationError) -> str:

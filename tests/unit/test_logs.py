@@ -191,3 +191,25 @@ def test_url_secrets_are_the_pieces_long_enough_to_be_tokens():
     found = url_secrets(["json://user:hunter22@example.org:8080/hook/abc", "mailto://x@y.z"])
     assert {"hunter22", "example.org", "user:hunter22@example.org:8080/hook/abc"} <= found
     assert not {"8080", "hook", "abc", "user"} & found
+
+
+def test_reading_a_config_hides_its_notifier_urls_from_every_log_line():
+    """No command has to remember set_secrets: parsing the settings does it (a CLI process,
+    the rollout's driver, a snapshot read during a rollback)."""
+    from conduitctl.logs import REDACT
+    from conduitctl.settings import parse_settings
+
+    stream = io.StringIO()
+    setup_logging("warning", stream=stream)  # as the CLI does: no secret known yet
+    assert not REDACT.secrets
+    other = "json://127.0.0.1:9/hook/SNAPSHOTTOKEN42"
+    try:
+        parse_settings(f'[alerts]\nnotifiers = ["{URL}"]\n')
+        parse_settings(f'[alerts]\nnotifiers = ["{other}"]\n')  # an older version: both kept
+        logging.getLogger("urllib3.connectionpool").warning(f"retrying /bot{TOKEN}/sendMessage")
+        logging.getLogger("conduitctl.test").warning("gave up on %s", other)
+    finally:
+        setup_logging("info", stream=io.StringIO())
+    written = stream.getvalue()
+    assert TOKEN not in written and "SNAPSHOTTOKEN42" not in written
+    assert "retrying" in written and "gave up" in written and written.count("***") >= 2

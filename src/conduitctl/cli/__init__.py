@@ -5,6 +5,7 @@ document. One module per command group; only this package turns errors into exit
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -24,6 +25,13 @@ from conduitctl.errors import ConduitctlError, shorten
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; known errors become one line and an exit code, never a traceback."""
+    from conduitctl.logs import setup_logging
+
+    # A library's warning (urllib3, apprise, docker) reaches stderr through the redacting
+    # handler, never Python's bare last-resort one; `daemon` sets up its own.
+    setup_logging(level="warning")
+    for handler in logging.getLogger().handlers:  # `alerts test` reports apprise's results
+        handler.addFilter(lambda record: not record.name.startswith("apprise"))
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="conduitctl", standalone_mode=False)
