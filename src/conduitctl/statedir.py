@@ -53,12 +53,6 @@ class StateDir:
         return self.root / "alerts.json"
 
     @property
-    def last_tick(self) -> Path:
-        """Each backend's CPU rate as the supervisor measured it at its last tick: `status`
-        reads it instead of sampling every process twice with a wait in between."""
-        return self.root / "last-tick.json"
-
-    @property
     def status_socket(self) -> Path:
         """Where the supervisor answers `status` (0600; linked from /run/conduitctl,
         conduitctl.status_wire)."""

@@ -1,9 +1,7 @@
-"""`status` takes each backend's CPU rate from the supervisor's last tick when it has one of
-the same process, and samples (two readings a wait apart) only the others."""
+"""`status` answered by the supervisor takes each backend's CPU rate from its last tick when
+it has one of the same process, and samples (two readings a wait apart) only the others."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from conduitctl.front.base import FrontStatus
 from conduitctl.observe import fleet as observe_fleet
@@ -13,10 +11,10 @@ from conduitctl.observe.model import (
     FrontObservation,
     HostObservation,
     Tick,
+    cpu_readings,
 )
 from conduitctl.runtime.base import BackendStatus, State
 from conduitctl.settings import parse_settings
-from conduitctl.supervise.files import last_tick_cpu, write_last_tick
 
 CONFIG = """
 [cluster]
@@ -102,10 +100,8 @@ def tick(ts: float) -> Tick:
     )
 
 
-def test_last_tick_round_trip_and_staleness(tmp_path: Path):
-    assert last_tick_cpu(tmp_path, 100.0, 3.0) is None  # no supervisor ever ran
-    write_last_tick(tmp_path, tick(100.0))
-    assert last_tick_cpu(tmp_path, 101.0, 3.0) == {"cpu-1": CpuReading(101, 1.5)}
-    assert last_tick_cpu(tmp_path, 104.0, 3.0) is None  # stale: the supervisor stopped
-    (tmp_path / "last-tick.json").write_text("{not json")
-    assert last_tick_cpu(tmp_path, 100.0, 3.0) is None
+def test_the_last_ticks_readings_while_fresh():
+    assert cpu_readings(None, 100.0, 3.0) is None  # no tick yet
+    assert cpu_readings(tick(100.0), 101.0, 3.0) == {"cpu-1": CpuReading(101, 1.5)}
+    assert cpu_readings(tick(100.0), 104.0, 3.0) is None  # stale: the loop is stuck
+    assert cpu_readings(tick(100.0), 99.0, 3.0) is None  # from the future: a clock step

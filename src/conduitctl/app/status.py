@@ -6,14 +6,16 @@ Both call `document` and `render` here, so the two answers cannot drift apart.""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from conduitctl import alerts as alert_engine
 from conduitctl import daemon_link
 from conduitctl.observe.fleet import FleetView, collect
+from conduitctl.observe.model import CpuReading
 from conduitctl.rollout_state import RolloutState
 from conduitctl.rollout_state import load as load_rollout
-from conduitctl.supervise.files import last_tick_cpu, load_alert_state
+from conduitctl.supervise.files import load_alert_state
 
 if TYPE_CHECKING:
     from rich.console import Group
@@ -25,15 +27,13 @@ STALE_TICKS = 3  # the supervisor's last tick is trusted while younger than this
 ROLLOUT_SHOWN_S = 86400  # a finished rollout's line stays in `status` for a day
 
 
-def view(fleet: Fleet) -> FleetView:
-    """The fleet as it is now. While the supervisor runs, its last tick has each backend's
-    CPU rate: no need to sample every process twice, a wait apart."""
-    settings = fleet.settings
-    recent = None
-    if daemon_link.daemon_pid(settings.state_dir) is not None:
-        max_age = STALE_TICKS * settings.health.interval
-        recent = last_tick_cpu(settings.state_dir, time.time(), max_age)
-    return collect(settings, fleet.runtime, fleet.front, recent)
+Readings = Mapping[str, CpuReading] | None
+
+
+def view(fleet: Fleet, recent: Readings = None) -> FleetView:
+    """The fleet as it is now. `recent`: each backend's CPU rate at the supervisor's last
+    tick (when it answers); the command samples every process twice, a wait apart."""
+    return collect(fleet.settings, fleet.runtime, fleet.front, recent)
 
 
 def supervisor(fleet: Fleet) -> dict[str, Any]:
@@ -46,22 +46,22 @@ def supervisor(fleet: Fleet) -> dict[str, Any]:
     return {"pid": daemon_link.daemon_pid(state_dir), "alerts_firing": firing}
 
 
-def document(fleet: Fleet, source: str) -> dict[str, Any]:
+def document(fleet: Fleet, source: str, recent: Readings = None) -> dict[str, Any]:
     """`status --json`. `source` says who read the fleet: "supervisor" or "direct"."""
     state = load_rollout(fleet.settings.state_dir)
     return {
-        **view(fleet).to_dict(),
+        **view(fleet, recent).to_dict(),
         "supervisor": supervisor(fleet),
         "rollout": None if state is None else {**state.to_dict(), "active": state.active},
         "source": source,
     }
 
 
-def render(fleet: Fleet) -> Group:
+def render(fleet: Fleet, recent: Readings = None) -> Group:
     """The table, the front's line, the supervisor's line and a recent rollout's line."""
     from rich.console import Group
 
-    shown = view(fleet)
+    shown = view(fleet, recent)
     sup = supervisor(fleet)
     line = (
         f"supervisor: pid {sup['pid']}, {len(sup['alerts_firing'])} alerts firing"

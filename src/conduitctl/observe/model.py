@@ -72,3 +72,15 @@ class Tick:
         return front_ok and all(
             b.running and b.healthy is True and b.in_front for b in self.backends
         )
+
+
+def cpu_readings(tick: Tick | None, now: float, max_age: float) -> dict[str, CpuReading] | None:
+    """Each running backend's CPU rate at `tick`, for `status`; None without a tick, or
+    with one older than `max_age` seconds (the supervisor is stuck)."""
+    if tick is None or not 0 <= now - tick.ts <= max_age:
+        return None
+    return {
+        b.name: CpuReading(pid=b.cpu_pid, cpu_percent=round(b.cpu_percent, 2))
+        for b in tick.backends
+        if b.running and b.cpu_pid is not None and b.cpu_percent is not None
+    }

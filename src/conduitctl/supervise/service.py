@@ -8,7 +8,6 @@ import json
 import logging
 import socket
 import time
-from functools import partial
 from pathlib import Path
 
 from conduitctl import alerts
@@ -35,7 +34,6 @@ from conduitctl.supervise.files import (
     history_path,
     live_history_wanted,
     load_alert_state,
-    write_last_tick,
 )
 from conduitctl.supervise.resume import Resumer
 from conduitctl.supervise.status_server import StatusServer
@@ -198,13 +196,15 @@ async def _serve(settings: Settings, config_path: Path) -> None:
         front_for(settings, env),
         state_dir=settings.state_dir,
         sinks=[outputs.on_event],
-        tick_sinks=[outputs.on_tick, partial(write_last_tick, settings.state_dir), resumer],
+        tick_sinks=[outputs.on_tick, resumer],
         host_observer=host.observe,
         queue_reader=host.accept_queues,
         fleet_capacity=fleet_capacity(settings),
     )
 
-    status = StatusServer(StateDir(settings.state_dir).status_socket, config_path)
+    status = StatusServer(
+        StateDir(settings.state_dir).status_socket, config_path, lambda: supervisor.last_tick
+    )
     status.serve_settings(settings, identity)
 
     def reload() -> None:

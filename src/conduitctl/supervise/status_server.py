@@ -18,10 +18,13 @@ import logging
 import os
 import socket
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from conduitctl import status_wire as wire
 from conduitctl.app.context import Fleet
+from conduitctl.observe.model import Tick, cpu_readings
 from conduitctl.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,9 +34,12 @@ AT_ONCE = 2  # answers being built at the same time; more wait their turn
 
 
 class StatusServer:
-    def __init__(self, socket_path: Path, config_path: Path) -> None:
+    def __init__(
+        self, socket_path: Path, config_path: Path, last_tick: Callable[[], Tick | None]
+    ) -> None:
         self.socket_path = socket_path
         self.config_path = config_path
+        self.last_tick = last_tick  # each backend's CPU rate: no 100 ms sample of its own
         self.settings: Settings | None = None
         self.identity: str | None = None
         self.fleet: Fleet | None = None
@@ -129,8 +135,11 @@ class StatusServer:
         fleet = self.fleet
         if fleet is None or fleet.settings is not settings:
             fleet = self.fleet = Fleet.of(settings, self.config_path)
+        max_age = shown.STALE_TICKS * settings.health.interval
+        recent = cpu_readings(self.last_tick(), time.time(), max_age)
         if request["json"]:
-            return json.dumps(shown.document(fleet, "supervisor"), indent=2, default=str) + "\n"
+            document = shown.document(fleet, "supervisor", recent)
+            return json.dumps(document, indent=2, default=str) + "\n"
         from rich.console import Console
 
         buffer = _Output(str(request["encoding"]))
@@ -141,7 +150,7 @@ class StatusServer:
             force_interactive=False,
             _environ=dict(request["env"]),  # type: ignore[call-overload]
         )
-        console.print(shown.render(fleet))
+        console.print(shown.render(fleet, recent))
         return buffer.getvalue()
 
 
