@@ -116,6 +116,7 @@ def rolling_restart_under_load(config: Path, port: int) -> dict[str, object]:
 def docker_config(directory: Path, base: int) -> Path:
     config = write_config(directory, base, name="benchrbd")
     text = config.read_text().replace('runtime = "process"', 'runtime = "docker"')
+    text = text.replace('user = "0:0"', 'user = "1000:1000"')  # the image's user, as shipped
     text = text.replace("[workload]\n", '[workload]\nimage = "conduit-sim:local"\n')
     text = text.replace("[container]\n", '[container]\nmemory = "96m"\n')
     config.write_text(text)

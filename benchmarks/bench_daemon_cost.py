@@ -54,6 +54,10 @@ bandwidth_mbps = -1
 listen_port_base = {base + 2}
 metrics_port_base = {base + 2 + count}
 
+[container]
+user = "0:0"  # the simulator runs from the venv, which only root may reach here
+allow_weak_hardening = true
+
 [front]
 {front_section}
 [daemon]

@@ -100,6 +100,8 @@ metrics_port_base = {base + 2 + 64}
 
 [container]
 nofile = 16384
+user = "0:0"  # the simulator runs from the venv, which only root may reach here
+allow_weak_hardening = true
 
 [front]
 kind = "nginx"

@@ -77,6 +77,7 @@ class Observed:
     front: str = "none"  # what the front would do: start | reload | unchanged | none
     front_error: str | None = None  # the front's tool rejects the config it would install
     legacy: bool = False  # `rollback --legacy` runs: leave it first (keys carried back)
+    unlaunchable: dict[str, str] = field(default_factory=dict)  # backend -> why (its user...)
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,10 @@ def plan_fleet(
         "workload.listen_port_base / metrics_port_base"
         for name, where in sorted(observed.busy_ports.items())
         if name in fresh
+    ]
+    launching = fresh | {a.name for a in actions if a.kind == ActionKind.RECREATE}
+    refusals += [
+        f"{name}: {why}" for name, why in sorted(observed.unlaunchable.items()) if name in launching
     ]
     if observed.front_error is not None:
         refusals.append(f"front: {observed.front_error}")

@@ -384,7 +384,8 @@ def check_coherence(s: Settings) -> None:
                 [],
                 f"front.kind = {s.front.kind!r} needs listeners, e.g. tcp:443",
             )
-    if s.workload.profile == "generic" and not s.workload.image:
+    docker = s.cluster.runtime == "docker"
+    if s.workload.profile == "generic" and docker and not s.workload.image:
         raise CoherenceError(
             "workload.image", None, "the generic profile needs an image; set workload.image"
         )

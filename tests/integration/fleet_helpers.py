@@ -43,8 +43,10 @@ def write_config(
     memory: str = "512m",
     extra_args: list[str] | None = None,
     extra: str = "",
+    as_root: bool = True,
 ) -> Path:
-    """A sim fleet whose ports all sit in [base, base + 2 * 64 + 4)."""
+    """A sim fleet whose ports all sit in [base, base + 2 * 64 + 4). Process backends stay
+    root (AS_ROOT) unless `as_root` is False."""
     listeners = [f'"tcp:127.0.0.1:{base}"']
     if udp:
         listeners.append(f'"udp:127.0.0.1:{base}"')
@@ -70,6 +72,7 @@ metrics_port_base = {base + 4 + 64}
 [container]
 nofile = 16384
 memory = "{memory}"
+{AS_ROOT if runtime == "process" and as_root else ""}
 
 [front]
 kind = "{front}"
@@ -85,6 +88,11 @@ metrics_port = {base + 2}
     )
     return config
 
+
+# The simulator runs from this checkout's venv, whose Python only root can reach here (under
+# /root): process backends stay root, by the named opt-out. test_privileges.py runs them as
+# another user, from a Python that user can reach.
+AS_ROOT = 'user = "0:0"\nallow_weak_hardening = true'
 
 # A test's own fleet, gone for good: its keys are throwaway (no backup first).
 PURGE = ("down", "--purge", "--yes", "--discard-keys")

@@ -190,6 +190,9 @@ class FakeRuntime:
     def foreign(self, names: Iterable[str]) -> dict[str, str]:
         return {n: self.foreign_names[n] for n in names if n in self.foreign_names}
 
+    def launch_problems(self, specs: list[LaunchSpec]) -> dict[str, str]:
+        return {}
+
     def image_id(self, tag: str | None) -> str | None:
         return self.images.get(tag) if tag is not None else None
 

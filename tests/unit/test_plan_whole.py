@@ -93,3 +93,14 @@ def test_one_unknown_backend_check_names_the_choices_in_index_order():
     assert require_backend("c-2", ["c-10", "c-2"]) == "c-2"
     with pytest.raises(BadInput, match=r"no backend named c-9; choose one of: c-1, c-2, c-10$"):
         require_backend("c-9", ["c-10", "c-2", "c-1"])
+
+
+def test_a_backend_its_user_cannot_start_refuses_only_when_it_would_be_started():
+    wanted = specs(3)
+    changed = replace(status(wanted[2]), config_hash="old")  # c-3 would be recreated
+    observed = Observed(
+        [status(wanted[0]), changed],
+        unlaunchable={n: "closed to 1000:1000" for n in ("c-1", "c-2", "c-3")},
+    )
+    refusals = plan_fleet(wanted, observed).refusals
+    assert refusals == ["c-2: closed to 1000:1000", "c-3: closed to 1000:1000"]

@@ -87,7 +87,10 @@ def observe(
             front_step = front.plan(out)
         except ValidationFailed as exc:
             front_error = str(exc)
-    return Observed(statuses, out, foreign, lost, busy, front_step, front_error, legacy)
+    unlaunchable = runtime.launch_problems(specs)
+    return Observed(
+        statuses, out, foreign, lost, busy, front_step, front_error, legacy, unlaunchable
+    )
 
 
 def plan(

@@ -273,6 +273,12 @@ class Runtime(Protocol):
         would be new stations, with new keys). Name -> why, in one line with the fix."""
         ...
 
+    def launch_problems(self, specs: list[LaunchSpec]) -> dict[str, str]:
+        """Why a backend could not be started as these specs say, found before a change
+        starts (the process runtime: its user cannot reach the program or its data). Name
+        -> why, in one line with the fix."""
+        ...
+
     def image_id(self, tag: str | None) -> str | None:
         """The image a tag names now (None: no such image, or a runtime without images)."""
         ...

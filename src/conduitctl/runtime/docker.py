@@ -190,6 +190,9 @@ class DockerRuntime:
         except Exception:
             return set()
 
+    def launch_problems(self, specs: list[LaunchSpec]) -> dict[str, str]:
+        return {}  # the image holds the program; the volume is the data, owned at create
+
     def foreign(self, names: Iterable[str]) -> dict[str, str]:
         wanted = set(names)
         found: dict[str, str] = {}

@@ -36,6 +36,7 @@ from conduitctl.runtime.base import (
 )
 from conduitctl.runtime.cgroup import BackendCgroup
 from conduitctl.runtime.pidfd import PidWatcher
+from conduitctl.runtime.privileges import closed_to, run_as
 from conduitctl.runtime.shim import LOG_FILE, PID_FILE, read_state, write_json
 from conduitctl.settings import Settings
 from conduitctl.statedir import StateDir
@@ -60,6 +61,29 @@ def program_for(spec: LaunchSpec) -> list[str]:
     if spec.command:
         return []  # the generic profile's workload.command is the whole command line
     raise BadInput("workload.command: the generic profile on the process runtime needs a command")
+
+
+def _closed_program(spec: LaunchSpec, uid: int, gid: int) -> str | None:
+    """Why uid:gid cannot run this backend's program (None: it can)."""
+    program = program_for(spec) or list(spec.argv(""))[:1]
+    if not program:
+        return None
+    found = shutil.which(program[0]) or program[0]
+    why = closed_to(Path(found), uid, gid, bits=1)
+    if why is None and spec.profile == "sim":  # the simulator's source, read by that python
+        import conduitctl.sim
+
+        why = closed_to(Path(conduitctl.sim.__file__), uid, gid, bits=4)
+    return why
+
+
+def hand_over(data: Path, uid: int, gid: int) -> None:
+    """The data dir, and everything in it (the identity key), to the backend's user: it
+    reads and rewrites its key as that user. Links are changed, never followed."""
+    os.lchown(data, uid, gid)
+    for root, dirs, files in os.walk(data):
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), uid, gid)
 
 
 def children_by_parent() -> dict[int, list[int]]:
@@ -198,6 +222,23 @@ class ProcessRuntime:
     def foreign(self, names: Iterable[str]) -> dict[str, str]:
         return {}  # its backends live in this state dir: nothing else can hold their names
 
+    def launch_problems(self, specs: list[LaunchSpec]) -> dict[str, str]:
+        """A backend that would run as container.user (conduitctl runs as root) but whose
+        program, or its own directory, that user cannot reach."""
+        found: dict[str, str] = {}
+        for spec in specs:
+            user = run_as(spec.hardening.user)
+            if user is None:
+                continue
+            why = _closed_program(spec, *user) or closed_to(self._dir(spec.name), *user, bits=1)
+            if why:
+                found[spec.name] = (
+                    f"it would run as {user[0]}:{user[1]} (container.user), but {why}; make it "
+                    'reachable, or keep root with container.user = "0:0" and '
+                    "container.allow_weak_hardening = true"
+                )
+        return found
+
     def key_store(self, settings: Settings) -> ProcessKeys:
         return ProcessKeys(settings, self)
 
@@ -235,6 +276,9 @@ class ProcessRuntime:
         directory = self._dir(spec.name)
         data = directory / "data"
         data.mkdir(parents=True, exist_ok=True, mode=0o700)
+        user = run_as(spec.hardening.user)
+        if user is not None:
+            hand_over(data, *user)
         previous = _read_json(directory / SPEC_FILE)
         if self._live_process(directory) is not None:
             if previous.get("config_hash") == spec.config_hash():
@@ -275,6 +319,7 @@ class ProcessRuntime:
             *([] if why_not else ["--cgroup-procs", str(cgroup.procs)]),
             *(["--drop-caps"] if "ALL" in (c.upper() for c in h.cap_drop) else []),
             *(["--no-new-privs"] if h.no_new_privileges else []),
+            *(["--user", f"{user[0]}:{user[1]}"] if user else []),
             "--",
             *argv,
         ]
@@ -369,6 +414,7 @@ class ProcessKeys:
     def __init__(self, settings: Settings, runtime: ProcessRuntime) -> None:
         self.runtime = runtime
         self.root = StateDir(settings.state_dir).processes
+        self.owner = run_as(settings.container.user)  # the backend reads its key as this
 
     def path(self, backend: str) -> Path:
         return self.root / backend / "data" / KEY_FILE
@@ -382,7 +428,11 @@ class ProcessKeys:
     def write(self, backend: str, data: bytes) -> None:
         path = self.path(backend)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_key_file(path, data)
+        if self.owner is None:
+            write_key_file(path, data)
+            return
+        hand_over(path.parent, *self.owner)
+        write_key_file(path, data, *self.owner)
 
     def running(self, backend: str) -> bool:
         return self.runtime.status(backend).state in (State.RUNNING, State.RESTARTING)

@@ -80,10 +80,13 @@ def _prctl(option: int, arg: int) -> None:
         raise OSError(ctypes.get_errno(), f"prctl({option}, {arg})")
 
 
-def drop_privileges(*, drop_caps: bool, no_new_privs: bool) -> None:
+def drop_privileges(
+    *, drop_caps: bool, no_new_privs: bool, user: tuple[int, int] | None = None
+) -> None:
     """In the child, just before exec: no capability can survive the exec (the bounding set
-    is emptied, so even uid 0 execs with none), and nothing it runs gains privileges
-    (setuid binaries, file capabilities)."""
+    is emptied, so even uid 0 execs with none), it becomes `user` (uid, gid; no
+    supplementary groups) when given, and nothing it runs gains privileges (setuid
+    binaries, file capabilities). In that order: emptying the set needs root."""
     if drop_caps and os.geteuid() == 0:
         try:
             last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
@@ -91,8 +94,18 @@ def drop_privileges(*, drop_caps: bool, no_new_privs: bool) -> None:
             last = 40
         for cap in range(last + 1):
             _prctl(PR_CAPBSET_DROP, cap)
+    if user is not None:
+        uid, gid = user
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)  # all three: no way back to root
     if no_new_privs:
         _prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def parse_user(text: str) -> tuple[int, int]:
+    uid, _, gid = text.partition(":")
+    return int(uid), int(gid or uid)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cgroup-procs", type=Path, default=None)
     parser.add_argument("--drop-caps", action="store_true")
     parser.add_argument("--no-new-privs", action="store_true")
+    parser.add_argument("--user", type=parse_user, default=None, help="UID:GID to run as")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -123,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
             target = args.nofile if hard == resource.RLIM_INFINITY else min(args.nofile, hard)
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, target))
-        drop_privileges(drop_caps=args.drop_caps, no_new_privs=args.no_new_privs)  # last
+        # last: the limits above need root
+        drop_privileges(drop_caps=args.drop_caps, no_new_privs=args.no_new_privs, user=args.user)
 
     # The shim ignores the signals a terminal or `conduitctl stop` sends the group: the backend
     # gets them and the shim lives on to record how it ended.
