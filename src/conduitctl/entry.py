@@ -9,7 +9,13 @@ import sys
 def main() -> int:
     from conduitctl.fast_status import run
 
-    served = run(sys.argv[1:])
+    try:
+        served = run(sys.argv[1:])
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    except BrokenPipeError:  # `status | head`: the reader left, as the full command says
+        return 1
     if served is not None:
         return served
     from conduitctl.cli import main as cli_main

@@ -57,21 +57,33 @@ def terminal_width(tty: bool) -> int:
 
 
 def ask(link: str, request: bytes) -> bytes | None:
-    """The supervisor's whole reply; None when it is not there, not ours or too slow."""
+    """The supervisor's whole reply; None when it is not there, not ours, busy or slower
+    than TIMEOUT_S in all."""
     import _socket
+    import time
 
+    deadline = time.monotonic() + TIMEOUT_S
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
-        sock.settimeout(TIMEOUT_S)
-        sock.connect(link)
+        sock.setblocking(False)
+        sock.connect(link)  # a full backlog (BlockingIOError): read the fleet here instead
+        sock.setblocking(True)
         creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
         peer_uid = int.from_bytes(creds[4:8], sys.byteorder)
         if peer_uid not in (0, os.geteuid()):
             return None  # a stranger's socket: never print what it says
+        sock.settimeout(TIMEOUT_S)
         sock.sendall(request)
         chunks: list[bytes] = []
         size = 0
-        while chunk := sock.recv(65536):
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            sock.settimeout(left)
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
             chunks.append(chunk)
             size += len(chunk)
             if size > MAX_REPLY:
@@ -101,10 +113,8 @@ def run(argv: list[str], out_fd: int = 1) -> int | None:
     if request is None:
         return None
     reply = ask(wire.link_for(identity), request)
-    if reply is None:
-        return None
-    head, sep, payload = reply.partition(b"\n")
-    if head != wire.OK or not sep:
+    payload = None if reply is None else wire.payload_of(reply)
+    if payload is None:
         return None
     view = memoryview(payload)
     while view:

@@ -15,8 +15,9 @@ import os
 RUN_DIR = "/run/conduitctl"
 VERSION = "1"
 MAX_REQUEST = 4096  # bytes: one line
-PASSED_ENV = ("TERM", "COLORTERM", "NO_COLOR", "FORCE_COLOR")  # what colours the output
-OK, STALE, BUSY = b"ok", b"stale", b"busy"
+# What rich reads to colour the output (besides whether stdout is a terminal).
+PASSED_ENV = ("TERM", "COLORTERM", "NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
+OK, STALE, BUSY = b"ok", b"stale", b"busy"  # the reply's first line: "ok LENGTH", or a word
 
 
 def config_identity(path: str) -> str | None:
@@ -76,8 +77,19 @@ def decode_request(line: bytes) -> dict[str, object]:
     env: dict[str, str] = {}
     for pair in fields[7:]:
         key, sep, value = pair.partition("=")
-        if not sep or key not in PASSED_ENV or len(value) > 200 or not value.isprintable():
+        bad = not sep or key not in PASSED_ENV or key in env
+        if bad or len(value) > 200 or not value.isprintable():
             raise ValueError(f"bad environment entry {key!r}")
         env[key] = value
     return {"identity": identity, "json": as_json == "1", "tty": tty == "1",
             "width": int(width), "encoding": encoding, "env": env}  # fmt: skip
+
+
+def payload_of(reply: bytes) -> bytes | None:
+    """The output in an "ok LENGTH" reply, whole; None for any other reply, or a short one
+    (a supervisor killed while it wrote)."""
+    head, sep, payload = reply.partition(b"\n")
+    word, _, length = head.partition(b" ")
+    if word != OK or not sep or not length.isdigit() or int(length) != len(payload):
+        return None
+    return payload

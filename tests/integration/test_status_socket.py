@@ -6,6 +6,7 @@ is now; anything else and the command reads the fleet itself."""
 from __future__ import annotations
 
 import os
+import pty
 import signal
 import socket
 import subprocess
@@ -14,7 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from fleet_helpers import FAST_HEALTH, PURGE, cli, cli_json, wait_for, write_config
+from fleet_helpers import CONDUITCTL, FAST_HEALTH, PURGE, cli, cli_json, wait_for, write_config
 
 from conduitctl import fast_status
 from conduitctl import status_wire as wire
@@ -35,6 +36,32 @@ def fast_text(config: Path) -> str | None:
     with os.fdopen(read, "rb") as pipe:
         text = pipe.read().decode()
     return None if code is None else text
+
+
+def on_a_terminal(config: Path, env: dict[str, str], *extra: str) -> str:
+    """`status` printed on a pseudo-terminal, as an operator's shell would see it."""
+    main, side = pty.openpty()
+    try:
+        try:
+            subprocess.run(
+                [CONDUITCTL, "status", "--config", str(config), *extra],
+                stdout=side, stderr=subprocess.DEVNULL, timeout=30, check=True,
+                env={**os.environ, "CONDUITCTL_CONFIG": "", "COLUMNS": "120", **env},
+            )  # fmt: skip
+        finally:
+            os.close(side)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the terminal's other side is closed, all was read
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
+    finally:
+        os.close(main)
 
 
 def source(config: Path) -> str:
@@ -72,6 +99,10 @@ def test_the_supervisor_answers_status_as_the_command_would(tmp_path, free_block
         for name in ("sts-1", "sts-2", "total"):
             assert f"│ {name}" in text
         assert "\x1b[" not in text  # into a pipe: no colours, as the full command
+        for env in ({"TERM": "xterm-256color"}, {"NO_COLOR": "1"}, {"TTY_COMPATIBLE": "0"}):
+            fast, slow = on_a_terminal(config, env), on_a_terminal(config, env, "--direct")
+            assert ("\x1b[" in fast) == ("\x1b[" in slow), env  # rich decides alike
+            assert "\x1b[" in fast or "TERM" not in env, env  # a terminal gets styles
 
         state_socket = config.parent / "state" / "status.sock"
         assert state_socket.stat().st_mode & 0o777 == 0o600
@@ -157,7 +188,9 @@ def test_a_strangers_socket_is_never_believed(tmp_path, free_block, strangers_so
     assert identity is not None
     os.makedirs(wire.RUN_DIR, mode=0o700, exist_ok=True)
     link = wire.link_for(identity)
-    os.symlink(strangers_socket, link)  # as if planted for this very config file
+    planted = f"{link}.planted"
+    os.symlink(strangers_socket, planted)  # as if planted for this very config file
+    os.replace(planted, link)  # (an inode is reused: a dead fleet's link may be there)
     try:
         assert fast_text(config) is None
         shown = cli("status", "--config", str(config)).stdout

@@ -277,7 +277,13 @@ def test_degradation_raises_a_full_survivor_then_restores_it(fleet):
     stop_killing.set()
     killer.join(5)
     cli("restart", "svg-3", "--config", str(config))  # the operator repairs it
-    restored = wait_for(lambda: first(events_of(config), "restore"), 30, "the restore")
+    try:
+        restored = wait_for(lambda: first(events_of(config), "restore"), 30, "the restore")
+    except AssertionError as exc:  # say what the supervisor did instead
+        seen = [f"{e.kind.value} {e.backend}: {e.message}" for e in events_of(config)[-25:]]
+        shown = cli_json("status", "--config", str(config))["backends"]
+        health = [(b["name"], b["health"], b["health_detail"]) for b in shown]
+        raise AssertionError(f"{exc}; status {health}; last events {seen}") from None
     assert restored.backend == raised.backend and restored.data["to"] == 100
     wait_for(lambda: max_clients(raised.backend) == 100, 15, "the configured max again")
 

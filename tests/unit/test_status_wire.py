@@ -130,3 +130,19 @@ def test_only_a_run_directory_nobody_else_writes_in_is_trusted(tmp_path):
 
 def test_into_a_pipe_the_width_is_the_full_commands():
     assert fast_status.terminal_width(tty=False) == fast_status.NOT_A_TTY_WIDTH == 160
+
+
+def test_only_a_whole_ok_reply_is_printed():
+    assert wire.payload_of(b"ok 5\nhello") == b"hello"
+    assert wire.payload_of(b"ok 0\n") == b""
+    assert wire.payload_of(b"ok 9\nhello") is None  # cut short: the supervisor died writing
+    assert wire.payload_of(b"ok 2\nhello") is None
+    assert wire.payload_of(b"ok\nhello") is None
+    assert wire.payload_of(b"stale\n") is None and wire.payload_of(b"busy\n") is None
+    assert wire.payload_of(b"") is None
+
+
+def test_an_environment_entry_comes_once():
+    line = HEAD + b"\t0\t0\t80\tutf-8\tTERM=xterm\tTERM=dumb\n"
+    with pytest.raises(ValueError, match="bad environment entry"):
+        wire.decode_request(line)

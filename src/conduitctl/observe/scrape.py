@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -168,6 +169,7 @@ def scrape(host: str, port: int, timeout: float = 0.5) -> Scrape:
 
 SCRAPERS = 32  # threads at most; kept between calls (the supervisor asks every `status`)
 _pool: ThreadPoolExecutor | None = None
+_pool_made = threading.Lock()  # two `status` answers at once make one pool, not two
 
 
 def scrape_all(targets: dict[str, tuple[str, int]], timeout: float = 0.5) -> dict[str, Scrape]:
@@ -175,7 +177,9 @@ def scrape_all(targets: dict[str, tuple[str, int]], timeout: float = 0.5) -> dic
     global _pool
     if not targets:
         return {}
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=SCRAPERS, thread_name_prefix="scrape")
-    futures = {name: _pool.submit(scrape, h, p, timeout) for name, (h, p) in targets.items()}
+    with _pool_made:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=SCRAPERS, thread_name_prefix="scrape")
+        pool = _pool
+    futures = {name: pool.submit(scrape, h, p, timeout) for name, (h, p) in targets.items()}
     return {name: future.result() for name, future in futures.items()}

@@ -8,6 +8,8 @@ outlives the CLI that started it; the next command adopts it from these files.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -75,6 +77,22 @@ def _closed_program(spec: LaunchSpec, uid: int, gid: int) -> str | None:
 
         why = closed_to(Path(conduitctl.sim.__file__), uid, gid, bits=4)
     return why
+
+
+LOCK_FILE = "lock"
+
+
+@contextlib.contextmanager
+def _one_at_a_time(directory: Path) -> Iterator[None]:
+    """An flock on the backend's directory for one start or stop (released on exit, even a
+    crash's). The directory may not exist yet: a first start creates it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def hand_over(data: Path, uid: int, gid: int) -> None:
@@ -273,6 +291,13 @@ class ProcessRuntime:
     # --- acting ------------------------------------------------------------------------
 
     def start(self, spec: LaunchSpec) -> BackendStatus:
+        """Start it (a config change replaces it); a live one with this config is kept.
+        One start or stop of a backend at a time, across processes: the supervisor's restart
+        and an operator's never race into two of it."""
+        with _one_at_a_time(self._dir(spec.name)):
+            return self._start(spec)
+
+    def _start(self, spec: LaunchSpec) -> BackendStatus:
         directory = self._dir(spec.name)
         data = directory / "data"
         data.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -283,7 +308,7 @@ class ProcessRuntime:
         if self._live_process(directory) is not None:
             if previous.get("config_hash") == spec.config_hash():
                 return self.status(spec.name)
-            self.stop(spec.name)  # the config changed: replace it, keeping its data
+            self._stop(spec.name)  # the config changed: replace it, keeping its data
         restarts = int(previous.get("restart_count", -1)) + 1 if previous else 0
         argv = program_for(spec) + spec.argv(str(data.absolute()))
         cgroup = BackendCgroup(self.cluster, spec.name)
@@ -350,6 +375,12 @@ class ProcessRuntime:
         )
 
     def stop(self, name: str, timeout: float = 10.0) -> None:
+        if not self._dir(name).is_dir():
+            return  # never started: nothing to stop, and no directory made for it
+        with _one_at_a_time(self._dir(name)):
+            self._stop(name, timeout)
+
+    def _stop(self, name: str, timeout: float = 10.0) -> None:
         directory = self._dir(name)
         proc = self._live_process(directory)
         if proc is None:

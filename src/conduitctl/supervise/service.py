@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from conduitctl.errors import BadInput
 from conduitctl.events import Event, EventKind
 from conduitctl.front import front_for
 from conduitctl.hostinfo import render_env
-from conduitctl.logs import set_secrets
+from conduitctl.logs import add_secrets
 from conduitctl.metrics import Exporter, MetricsServer
 from conduitctl.notify import Dispatcher, notifiers_from_urls
 from conduitctl.observe.host import HostObserver
@@ -26,7 +27,6 @@ from conduitctl.observe.model import Tick
 from conduitctl.runtime import runtime_for
 from conduitctl.settings import Settings, load_settings
 from conduitctl.statedir import StateDir, write_atomic
-from conduitctl.status_wire import config_identity
 from conduitctl.store import Store
 from conduitctl.supervise.daemon import Supervisor, install_signal_handlers
 from conduitctl.supervise.files import (
@@ -36,7 +36,7 @@ from conduitctl.supervise.files import (
     load_alert_state,
 )
 from conduitctl.supervise.resume import Resumer
-from conduitctl.supervise.status_server import StatusServer
+from conduitctl.supervise.status_server import StatusServer, read_settings
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +177,9 @@ def _rollout_stuck(settings: Settings, rollout: str, resumes: int) -> None:
 async def _serve(settings: Settings, config_path: Path) -> None:
     # The file as it is now, checked to be the one `settings` came from: `status` is only
     # answered here for the config file it was read from (status_server).
-    identity = config_identity(str(config_path))
-    if load_settings(config_path) != settings:
-        identity = None
+    reread, read = read_settings(config_path, load_settings)
+    if reread != settings or (os.geteuid() != 0 and settings.cluster.state_dir is None):
+        read = None  # a non-root default state dir is the cwd's: not the command's, maybe
     env = render_env(settings, config_path)
     loop = asyncio.get_running_loop()
     outputs = Outputs(settings, settings.state_dir, loop)
@@ -205,19 +205,20 @@ async def _serve(settings: Settings, config_path: Path) -> None:
     status = StatusServer(
         StateDir(settings.state_dir).status_socket, config_path, lambda: supervisor.last_tick
     )
-    status.serve_settings(settings, identity)
+    status.serve_settings(settings, read)
 
     def reload() -> None:
-        identity = config_identity(str(config_path))  # before reading: a later edit is seen
         try:
-            fresh = load_settings(config_path)
+            fresh, read = read_settings(config_path, load_settings)
         except Exception as exc:  # a bad edit must not take the supervisor down
             log.error("reload refused, keeping the running settings", extra={"error": str(exc)})
             return
         supervisor.reconfigure(fresh, front_for(fresh, render_env(fresh, config_path)))
         outputs.reconfigure(fresh)
-        status.serve_settings(fresh, identity)
-        set_secrets(fresh.alerts.notifiers)  # a revoked URL is hidden, a new one too
+        if os.geteuid() != 0 and fresh.cluster.state_dir is None:
+            read = None
+        status.serve_settings(fresh, read)
+        add_secrets(fresh.alerts.notifiers)  # a new URL is hidden, and a revoked one still
         log.info("settings reloaded", extra={"config": str(config_path)})
 
     install_signal_handlers(supervisor, reload)
