@@ -1,13 +1,16 @@
-"""The hang window: 8 simulator backends (process runtime) behind nginx, default health
-settings (1 s probes, 0.8 s timeout, fall 2), the daemon started by `up`.
+"""The hang window: 8 simulator backends (process runtime) behind nginx or HAProxy, default
+health settings (1 s probes, 0.8 s timeout, fall 2), the daemon started by `up`.
 
 Measures:
 - a hang (SIGUSR1: alive, answering nothing) -> out of the front, median and max over N
-  hangs (target <= 1 s; before the sub-second greeting watch: 2.35 s, issue #10);
+  hangs (target <= 1 s; before the sub-second greeting watch: 2.35 s, issue #10). Behind
+  nginx, out is the supervisor's `front_out`; behind HAProxy, the moment HAProxy's own
+  check marks the server DOWN (its stats socket, read every 10 ms), or the supervisor's
+  front_out if that came first;
 - new connections failed while one backend hangs during a 600-client ramp (target <= 2;
   before: 13-18 in the chaos drill).
 
-    .venv/bin/python benchmarks/bench_hang.py [--faults 5] [--json]
+    .venv/bin/python benchmarks/bench_hang.py [--faults 5] [--front nginx|haproxy] [--json]
 """
 
 from __future__ import annotations
@@ -32,12 +35,29 @@ from conduitctl.drills.loadtest import LoadSpec, run_load
 CLIENTS, RAMP_S, HANG_AT_S = 600, 8.0, 3.0
 
 
-def hang_round(config: Path, store: Path, name: str) -> float:
-    """Seconds from SIGUSR1 to the supervisor's front_out; the backend is then let go on."""
+def haproxy_down_at(socket_path: Path, name: str, timeout: float = 10.0) -> float | None:
+    """When HAProxy's own check marked `name` DOWN (srv_op_state 0), read every 10 ms."""
+    from conduitctl.front.haproxy import runtime_command
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in runtime_command(socket_path, "show servers state").splitlines():
+            fields = line.split()
+            if len(fields) > 5 and fields[3] == name and fields[5] == "0":
+                return time.time()
+        time.sleep(0.01)
+    return None
+
+
+def hang_round(config: Path, store: Path, name: str, haproxy: Path | None) -> float:
+    """Seconds from SIGUSR1 to out of the front; the backend is then let go on."""
     pid = pids(config)[name]
     injected = time.time()
     os.kill(pid, signal.SIGUSR1)
+    down = haproxy_down_at(haproxy, name) if haproxy else None
     out = wait_event(store, name, "front_out", injected - 0.01, 30)
+    if down is not None and (out is None or down < out.ts):
+        return down - injected
     back = wait_event(store, name, "front_in", injected - 0.01, 60)
     if back is None:
         raise SystemExit(f"{name} never came back into the front")
@@ -47,18 +67,30 @@ def hang_round(config: Path, store: Path, name: str) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--faults", type=int, default=5)
+    parser.add_argument("--front", choices=("nginx", "haproxy"), default="nginx")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    results: dict[str, object] = {"backends": BACKENDS, "faults": args.faults}
+    results: dict[str, object] = {"backends": BACKENDS, "faults": args.faults, "front": args.front}
     with tempfile.TemporaryDirectory(prefix="conduitctl-bench-") as tmp:
         base = free_base(140)
         config = write_config(Path(tmp), base, name="hng", max_clients=1000)
+        if args.front == "haproxy":
+            text = config.read_text().replace('kind = "nginx"', 'kind = "haproxy"')
+            config.write_text(text.replace("[front]\n", f"[front]\nstats_port = {base + 139}\n"))
         store = Path(tmp) / "state/history.db"
         try:
             cli("up", "--config", str(config))
             time.sleep(3)
             names = sorted(pids(config))
-            outs = [hang_round(config, store, names[i % BACKENDS]) for i in range(args.faults)]
+            haproxy = None
+            if args.front == "haproxy":
+                from conduitctl.app.context import Fleet
+                from conduitctl.render.haproxy import stats_socket_path
+
+                haproxy = stats_socket_path(Fleet.load(config).env)
+            outs = [
+                hang_round(config, store, names[i % BACKENDS], haproxy) for i in range(args.faults)
+            ]
             results["hang_out_of_front_s"] = {
                 "median": round(statistics.median(outs), 3),
                 "max": round(max(outs), 3),

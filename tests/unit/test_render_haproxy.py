@@ -110,7 +110,7 @@ def test_defaults_from_front_and_health() -> None:
         "timeout connect 3s",
         "timeout client 900s",
         "timeout server 900s",
-        "timeout check 500ms",
+        "timeout check 250ms",  # HAProxy's own greeting check: the hang window, <= 1 s
         "retries 3",
         "option redispatch",
     ):
@@ -205,7 +205,8 @@ def test_servers_and_default_server(containers: int) -> None:
         health={"interval": "1500ms", "timeout": "1s", "fall": 4, "rise": 3},
     )
     body = section(haproxy.render(s, ENV).text, "backend conduit")
-    assert "default-server inter 1500ms fall 4 rise 3 maxconn 400 fastinter 250ms" in body
+    # HAProxy checks every 400 ms whatever health.interval says (the hang window)
+    assert "default-server inter 400ms fall 4 rise 3 maxconn 400 fastinter 100ms" in body
     servers = [ln for ln in body if ln.startswith("server ")]
     assert servers == [
         f"server conduit-{i + 1} 127.0.0.1:{31000 + i} check" for i in range(containers)
