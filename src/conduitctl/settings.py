@@ -407,8 +407,11 @@ def weak_hardening(s: Settings) -> list[tuple[str, object, str]]:
     """(key, value, why) for each container hardening that is weaker than the default."""
     c = s.container
     found: list[tuple[str, object, str]] = []
-    if c.user.split(":")[0] == "0":
+    uid, _, gid = c.user.partition(":")
+    if uid == "0":
         found.append(("container.user", c.user, "runs the backends as root"))
+    elif gid == "0":
+        found.append(("container.user", c.user, "runs the backends in the root group"))
     if not c.cap_drop:
         found.append(("container.cap_drop", c.cap_drop, "keeps every capability"))
     if not c.read_only:

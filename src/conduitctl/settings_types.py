@@ -114,9 +114,22 @@ ImageRef = Annotated[
 Capability = Annotated[
     str, _matching(r"[A-Za-z_]{1,40}", "not a capability name; use one such as ALL or NET_RAW")
 ]
+MAX_ID = 2**32 - 2  # 2**32 - 1 is -1 to the kernel: "leave it as it is", i.e. stay root
+
+
+def _real_ids(value: str) -> str:
+    """Each id in range, written plainly ("00:00" is "0:0": root, and checked as root)."""
+    ids = [int(part) for part in value.split(":")]
+    if any(i > MAX_ID for i in ids):
+        raise ValueError(f"an id above {MAX_ID} names nobody (the kernel reads it as 'keep')")
+    return ":".join(str(i) for i in ids)
+
+
 # A uid, or uid:gid, in ASCII digits.
 UserSpec = Annotated[
-    str, _matching(r"[0-9]{1,10}(:[0-9]{1,10})?", "use a numeric UID or UID:GID, e.g. 1000:1000")
+    str,
+    _matching(r"[0-9]{1,10}(:[0-9]{1,10})?", "use a numeric UID or UID:GID, e.g. 1000:1000"),
+    AfterValidator(_real_ids),
 ]
 # A network interface name, as the kernel allows it (at most 15 bytes).
 InterfaceName = Annotated[

@@ -82,6 +82,14 @@ def test_a_process_backend_runs_as_its_user_with_nothing_more(open_dir, free_blo
         assert key.stat().st_mode & 0o777 == 0o600
         # The shim that watches it stays root, to record how it ends.
         assert proc_status(int(found["PPid"]))["Uid"].split()[0] == "0"
+        # What its user plants in its data dir is never chowned by root at the next start.
+        victim = open_dir / "root-only"
+        victim.write_text("root's")
+        (data / "planted").symlink_to(victim)
+        (data / "dir").mkdir()
+        cli("restart", "prv-1", "--config", str(config))
+        assert victim.stat().st_uid == 0 and (data / "dir").stat().st_uid == 0
+        assert wait_for(healthy, 30, "healthy again")["backends"][0]["pid"] != pid
     finally:
         cli(*PURGE, "--config", str(config), check=False)
 

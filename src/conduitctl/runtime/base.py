@@ -7,9 +7,12 @@ process per backend, for hosts without Docker and for the demo).
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
+import os
 import signal
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -115,20 +118,41 @@ class BackendStatus:
 KEY_FILE = "conduit_key.json"  # a station's identity, in its data dir
 
 
+MAX_KEY_BYTES = 64 * 1024  # a Conduit key file is a few hundred bytes
+
+
 def read_key_file(path: Path) -> bytes | None:
     """The key file's bytes, or None when there is none.
 
+    Read as root from a directory the backend's user owns: never through a link, never a
+    FIFO or a device, never a file linked elsewhere too (a hard link to /etc/shadow), and
+    never more than MAX_KEY_BYTES.
+
     Raises:
-        ConduitctlError: it exists but cannot be read (permissions).
+        ConduitctlError: it exists but is not a plain key file, or cannot be read.
     """
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        why = "a link" if exc.errno == errno.ELOOP else exc.strerror
+        raise ConduitctlError(f"cannot read {path}: {why}; check what it is") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size > MAX_KEY_BYTES:
+            raise ConduitctlError(
+                f"{path} is not a plain key file (a special file, linked elsewhere too, or "
+                f"over {MAX_KEY_BYTES // 1024} KiB); move it aside and check who put it there"
+            )
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read(MAX_KEY_BYTES + 1)
     except OSError as exc:
         raise ConduitctlError(
             f"cannot read {path}: {exc.strerror}; check its permissions"
         ) from None
+    finally:
+        os.close(fd)
 
 
 def write_key_file(path: Path, data: bytes, uid: int | None = None, gid: int | None = None) -> None:

@@ -38,7 +38,7 @@ from conduitctl.runtime.base import (
 )
 from conduitctl.runtime.cgroup import BackendCgroup
 from conduitctl.runtime.pidfd import PidWatcher
-from conduitctl.runtime.privileges import closed_to, run_as
+from conduitctl.runtime.privileges import PASSED_ENV, closed_to, hand_over, run_as
 from conduitctl.runtime.shim import LOG_FILE, PID_FILE, read_state, write_json
 from conduitctl.settings import Settings
 from conduitctl.statedir import StateDir
@@ -82,26 +82,35 @@ def _closed_program(spec: LaunchSpec, uid: int, gid: int) -> str | None:
 LOCK_FILE = "lock"
 
 
+LOCK_WAIT_S = 60.0  # a stop (up to 17 s) and a start (up to 10 s) of another command, twice
+
+
 @contextlib.contextmanager
 def _one_at_a_time(directory: Path) -> Iterator[None]:
     """An flock on the backend's directory for one start or stop (released on exit, even a
-    crash's). The directory may not exist yet: a first start creates it."""
-    directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    crash's). A first start makes the directory, 0755 whatever the umask: the backend's
+    user passes through it to its data. The lock file is never removed (remove keeps it),
+    so two waiters never hold locks on two files of one name."""
+    if not directory.is_dir():
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o755)
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ConduitctlError(
+                        f"{directory.name}: another command has been starting or stopping it "
+                        f"for {LOCK_WAIT_S:.0f} s; try again when it is done"
+                    ) from None
+                time.sleep(0.05)
         yield
     finally:
         os.close(fd)
-
-
-def hand_over(data: Path, uid: int, gid: int) -> None:
-    """The data dir, and everything in it (the identity key), to the backend's user: it
-    reads and rewrites its key as that user. Links are changed, never followed."""
-    os.lchown(data, uid, gid)
-    for root, dirs, files in os.walk(data):
-        for name in dirs + files:
-            os.lchown(os.path.join(root, name), uid, gid)
 
 
 def children_by_parent() -> dict[int, list[int]]:
@@ -301,14 +310,14 @@ class ProcessRuntime:
         directory = self._dir(spec.name)
         data = directory / "data"
         data.mkdir(parents=True, exist_ok=True, mode=0o700)
-        user = run_as(spec.hardening.user)
-        if user is not None:
-            hand_over(data, *user)
         previous = _read_json(directory / SPEC_FILE)
         if self._live_process(directory) is not None:
             if previous.get("config_hash") == spec.config_hash():
                 return self.status(spec.name)
             self._stop(spec.name)  # the config changed: replace it, keeping its data
+        user = run_as(spec.hardening.user)
+        if user is not None:
+            hand_over(data, *user)
         restarts = int(previous.get("restart_count", -1)) + 1 if previous else 0
         argv = program_for(spec) + spec.argv(str(data.absolute()))
         cgroup = BackendCgroup(self.cluster, spec.name)
@@ -349,6 +358,9 @@ class ProcessRuntime:
             *argv,
         ]
         env = {**os.environ, "CONDUIT_SIM_NAME": spec.name}
+        if user is not None:  # root's environment (SSH_AUTH_SOCK, SUDO_*, tokens) stays root's
+            env = {k: v for k, v in env.items() if k in PASSED_ENV or k.startswith("CONDUIT_")}
+            env["HOME"] = str(data.absolute())
         launched = time.time()
         subprocess.Popen(  # detached: its own session, no fds shared with this CLI
             shim,
@@ -399,18 +411,21 @@ class ProcessRuntime:
             time.sleep(0.01)
 
     def remove(self, name: str, purge: bool = False) -> None:
-        self.stop(name)
         directory = self._dir(name)
-        BackendCgroup(self.cluster, name).remove()
-        if purge:
-            shutil.rmtree(directory, ignore_errors=True)
+        if not directory.is_dir():
             return
-        for entry in directory.iterdir() if directory.is_dir() else []:
-            if entry.name != "data":  # the identity key outlives the backend
-                if entry.is_dir():
-                    shutil.rmtree(entry, ignore_errors=True)
-                else:
-                    entry.unlink(missing_ok=True)
+        with _one_at_a_time(directory):  # stopped and cleared in one hold: no start between
+            self._stop(name)
+            BackendCgroup(self.cluster, name).remove()
+            if purge:  # `down --purge`: the supervisor is stopped first, nothing races it
+                shutil.rmtree(directory, ignore_errors=True)
+                return
+            for entry in directory.iterdir():
+                if entry.name not in ("data", LOCK_FILE):  # the identity key outlives it
+                    if entry.is_dir():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink(missing_ok=True)
 
     def logs(self, name: str, tail: int | None = None, follow: bool = False) -> Iterator[str]:
         path = self._dir(name) / LOG_FILE
@@ -458,12 +473,13 @@ class ProcessKeys:
 
     def write(self, backend: str, data: bytes) -> None:
         path = self.path(backend)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if self.owner is None:
-            write_key_file(path, data)
-            return
-        hand_over(path.parent, *self.owner)
-        write_key_file(path, data, *self.owner)
+        with _one_at_a_time(self.root / backend):  # not while it is being started
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if self.owner is None:
+                write_key_file(path, data)
+                return
+            hand_over(path.parent, *self.owner)
+            write_key_file(path, data, *self.owner)
 
     def running(self, backend: str) -> bool:
         return self.runtime.status(backend).state in (State.RUNNING, State.RESTARTING)

@@ -99,6 +99,8 @@ def drop_privileges(
         os.setgroups([])
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)  # all three: no way back to root
+        if os.getresuid() != (uid,) * 3 or os.getresgid() != (gid,) * 3 or os.getgroups():
+            raise OSError(f"still {os.getresuid()}:{os.getresgid()} after dropping to {uid}:{gid}")
     if no_new_privs:
         _prctl(PR_SET_NO_NEW_PRIVS, 1)
 
@@ -127,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     def limits() -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)  # ignored dispositions survive exec: undo ours
+        os.umask(0o077)  # what the backend writes (its key) is its own
         if args.cgroup_procs is not None:
             try:  # "0": the writing process itself, i.e. the backend-to-be
                 with open(args.cgroup_procs, "w") as procs:
@@ -154,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             close_fds=True,
             restore_signals=True,
         )
-    except OSError as exc:
+    except (OSError, subprocess.SubprocessError) as exc:  # the latter: raised in preexec
         log.write(f"conduitctl-shim: cannot start {command[:1]}: {exc}\n".encode())
         state = read_state(directory)
         write_json(

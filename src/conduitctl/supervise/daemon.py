@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from conduitctl.desired import fleet_specs
+from conduitctl.errors import ConduitctlError
 from conduitctl.events import Event, EventKind
 from conduitctl.fleet import BackendSpec
 from conduitctl.front.base import Front
@@ -486,6 +487,11 @@ class Supervisor:
         self.save_state()
 
     def _restart_blocking(self, spec: LaunchSpec) -> Any:
+        # What `up` refuses in its plan (a user that cannot reach its program), a restart
+        # says in the log each time, rather than start what cannot run.
+        problem = self.runtime.launch_problems([spec]).get(spec.name)
+        if problem:
+            raise ConduitctlError(f"{spec.name}: {problem}")
         self.runtime.stop(spec.name, timeout=STOP_TIMEOUT_S)
         return self.runtime.start(spec)
 
