@@ -73,6 +73,7 @@ class Observed:
     # Names a step needs but something else holds, or conduit-manager's stations: why each.
     foreign: dict[str, str] = field(default_factory=dict)
     lost_keys: frozenset[str] = frozenset()  # no key in its data while a backup of it exists
+    broken_keys: dict[str, str] = field(default_factory=dict)  # a key file that does not parse
     busy_ports: dict[str, str] = field(default_factory=dict)  # backend -> "tcp 127.0.0.1:x"
     front: str = "none"  # what the front would do: start | reload | unchanged | none
     front_error: str | None = None  # the front's tool rejects the config it would install
@@ -124,6 +125,7 @@ def plan_fleet(
         for a in plan_backends(desired, observed.backends)
     ]
     fresh = {a.name for a in actions if a.kind in (ActionKind.CREATE, ActionKind.START)}
+    launching = fresh | {a.name for a in actions if a.kind == ActionKind.RECREATE}
     refusals = [f"{name}: {why}" for name, why in sorted(observed.foreign.items())]
     if not new_keys:
         refusals += [
@@ -131,13 +133,18 @@ def plan_fleet(
             "restore`, or pass --new-keys to start as a new station"
             for name in sorted(observed.lost_keys & fresh)
         ]
+        refusals += [
+            f"{name}: its key file does not parse ({why}): it would start as a new station; "
+            "restore it (`conduitctl keys restore`), or pass --new-keys to start as one"
+            for name, why in sorted(observed.broken_keys.items())
+            if name in launching
+        ]
     refusals += [
         f"{name}: {where} is taken by another process; free it or move "
         "workload.listen_port_base / metrics_port_base"
         for name, where in sorted(observed.busy_ports.items())
         if name in fresh
     ]
-    launching = fresh | {a.name for a in actions if a.kind == ActionKind.RECREATE}
     refusals += [
         f"{name}: {why}" for name, why in sorted(observed.unlaunchable.items()) if name in launching
     ]

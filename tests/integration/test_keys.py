@@ -14,6 +14,7 @@ from fleet_helpers import PURGE, cli, wait_keys, write_config
 from conduitctl.errors import BadInput
 from conduitctl.labels import volume_name
 from conduitctl.ops import keys
+from conduitctl.runtime import runtime_for
 from conduitctl.settings import Settings, load_settings
 from conduitctl.sim.keys import key_document, new_key
 
@@ -178,3 +179,25 @@ def test_purge_asks_for_yes_then_backs_the_keys_up_before_deleting_them(process_
         assert (saved / f"{name}.conduit_key.json").read_bytes() == data
     manifest = json.loads((saved / "manifest.json").read_text())
     assert manifest["cluster"] == "kp" and set(manifest["keys"]) == set(originals)
+
+
+def test_up_never_starts_a_station_on_a_key_it_would_replace(tmp_path, free_block):
+    """Conduit replaces a key file it cannot parse with a new identity: `up` refuses whole,
+    and the file stays as it was, for a restore or a closer look."""
+    config = write_config(tmp_path, free_block(140), name="kbr", containers=2, front="none")
+    try:
+        cli("up", "--no-daemon", "--config", str(config))
+        settings = load_settings(config)
+        store = keys.store_for(settings)
+        wait_keys(store, settings.backend_names())
+        cli("down", "--config", str(config))
+        damaged = tmp_path / "state/process/kbr-2/data/conduit_key.json"
+        damaged.write_bytes(b'{"mnemonic": "", "privateKeyBa')  # cut short
+        refused = cli("up", "--no-daemon", "--config", str(config), check=False)
+        assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1
+        assert "kbr-2: its key file does not parse (not JSON)" in refused.stderr
+        assert "keys restore" in refused.stderr and "nothing changed" in refused.stderr
+        assert damaged.read_bytes() == b'{"mnemonic": "", "privateKeyBa'
+        assert not [s for s in runtime_for(settings).backends() if s.pid]  # none started
+    finally:
+        cli(*PURGE, "--config", str(config), check=False)

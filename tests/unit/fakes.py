@@ -13,7 +13,9 @@ see the assignments at the bottom.
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
+import json
 import signal
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -38,6 +40,12 @@ from conduitctl.supervise.probes import ProbeOutcome
 
 Journal = list[tuple[object, ...]]
 START = 1_000_000.0  # the fake clock's start: far below time.time(), so a hold never expires
+
+
+def fake_key(name: str) -> bytes:
+    """A key file in Conduit's shape ({mnemonic, privateKeyBase64}), one per backend."""
+    private = base64.b64encode(f"key of {name}".encode()).decode()
+    return json.dumps({"mnemonic": "", "privateKeyBase64": private}).encode()
 
 
 class FakeClock:
@@ -110,7 +118,7 @@ class FakeRuntime:
             started_at=self.clock() if running else None,
         )
         self.containers[spec.name] = backend
-        self.keys.setdefault(spec.name, f"key of {spec.name}".encode())
+        self.keys.setdefault(spec.name, fake_key(spec.name))
         return backend
 
     def kill(self, name: str, exit_code: int = 1, oom: bool = False) -> None:
@@ -163,7 +171,7 @@ class FakeRuntime:
         backend.pid, backend.started_at = next(self._pids), self.clock()
         backend.exit_code, backend.oom_killed = None, False
         self.containers[spec.name] = backend
-        self.keys.setdefault(spec.name, f"key of {spec.name}".encode())
+        self.keys.setdefault(spec.name, fake_key(spec.name))
         return self.status(spec.name)
 
     def stop(self, name: str, timeout: float = 10.0) -> None:

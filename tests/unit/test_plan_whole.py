@@ -104,3 +104,28 @@ def test_a_backend_its_user_cannot_start_refuses_only_when_it_would_be_started()
     )
     refusals = plan_fleet(wanted, observed).refusals
     assert refusals == ["c-2: closed to 1000:1000", "c-3: closed to 1000:1000"]
+
+
+def test_a_key_that_does_not_parse_refuses_a_start_unless_new_keys():
+    wanted = specs(3)
+    changed = replace(status(wanted[2]), config_hash="old")  # c-3 would be recreated
+    broken = {"c-1": "not JSON", "c-2": "not JSON", "c-3": "not JSON"}
+    observed = Observed([status(wanted[0]), changed], broken_keys=broken)
+    refused = plan_fleet(wanted, observed).refusals
+    assert [r.split(":")[0] for r in refused] == ["c-2", "c-3"]  # c-1 runs: left alone
+    assert "keys restore" in refused[0]
+    assert plan_fleet(wanted, observed, new_keys=True).refusals == []
+
+
+def test_what_a_station_key_is():
+    from conduitctl.ops.keys import key_problem
+    from conduitctl.sim.keys import key_document, new_key
+
+    assert key_problem(key_document(new_key()).encode()) is None  # the simulator's
+    real = b'{"mnemonic": "a b c", "privateKeyBase64": "AAECAwQF"}'
+    assert key_problem(real) is None  # Conduit's shape (CONDUIT.md)
+    assert key_problem(bytes([0xFF, 0xFE])) == "not JSON"
+    assert key_problem(b"{truncated") == "not JSON"
+    assert key_problem(b"[]") == "no privateKeyBase64"
+    assert key_problem(b'{"privateKeyBase64": ""}') == "no privateKeyBase64"
+    assert key_problem(b'{"privateKeyBase64": "not base64!"}') == "privateKeyBase64 is not base64"

@@ -68,7 +68,7 @@ def observe(
     """Everything the plan needs to know, read before any step: the backends, the drained
     ones, names in the way, lost keys, taken ports (but the `freed` ones: another fleet this
     change stops first), and what the front would do."""
-    from conduitctl.ops.keys import store_for, would_regenerate
+    from conduitctl.ops.keys import broken_keys, store_for, would_regenerate
     from conduitctl.ops.legacy_layout import legacy_active
 
     statuses = runtime.backends()
@@ -76,9 +76,12 @@ def observe(
     legacy = legacy_active(settings.state_dir)
     foreign = runtime.foreign(spec.name for spec in specs)
     lost: frozenset[str] = frozenset()
+    broken: dict[str, str] = {}
     busy: dict[str, str] = {}
     if not legacy:  # leaving the legacy layout carries keys back and frees the ports first
-        lost = frozenset(would_regenerate(settings, store=store_for(settings, runtime)))
+        store = store_for(settings, runtime)
+        lost = frozenset(would_regenerate(settings, store=store))
+        broken = broken_keys((spec.name for spec in specs), store)
         running = {s.name for s in statuses if s.state == State.RUNNING}
         busy = ports_in_use([s.backend for s in specs if s.name not in running], freed)
     front_step, front_error = "none", None
@@ -89,7 +92,16 @@ def observe(
             front_error = str(exc)
     unlaunchable = runtime.launch_problems(specs)
     return Observed(
-        statuses, out, foreign, lost, busy, front_step, front_error, legacy, unlaunchable
+        statuses,
+        drained=out,
+        foreign=foreign,
+        lost_keys=lost,
+        broken_keys=broken,
+        busy_ports=busy,
+        front=front_step,
+        front_error=front_error,
+        legacy=legacy,
+        unlaunchable=unlaunchable,
     )
 
 

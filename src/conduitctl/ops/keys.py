@@ -15,6 +15,8 @@ Pure helpers (names, manifest, decisions) come first; backup and restore follow.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import hashlib
 import json
@@ -436,6 +438,38 @@ def restore(
 
 
 # --- for `up`: refuse to start a backend that would make itself a new identity ---------------
+
+
+def key_problem(data: bytes) -> str | None:
+    """Why these bytes are not a station key Conduit would load ({mnemonic,
+    privateKeyBase64}, CONDUIT.md); None when they are. Conduit replaces a key it cannot
+    parse with a new identity: such a file must be restored, never started on."""
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return "not JSON"
+    private = doc.get("privateKeyBase64") if isinstance(doc, dict) else None
+    if not isinstance(private, str) or not private:
+        return "no privateKeyBase64"
+    padded = private.rstrip("=") + "=" * (-len(private.rstrip("=")) % 4)  # raw or padded
+    alphabet = b"-_" if "-" in private or "_" in private else None  # URL-safe, or standard
+    try:
+        if not base64.b64decode(padded, altchars=alphabet, validate=True):
+            return "an empty privateKeyBase64"
+    except (binascii.Error, ValueError):
+        return "privateKeyBase64 is not base64"
+    return None
+
+
+def broken_keys(names: Iterable[str], store: KeyStore) -> dict[str, str]:
+    """Backends whose data holds a key file that does not parse: name -> why."""
+    found: dict[str, str] = {}
+    for name in names:
+        data = store.read(name)
+        why = None if data is None else key_problem(data)
+        if why is not None:
+            found[name] = why
+    return found
 
 
 def would_regenerate(
