@@ -118,7 +118,7 @@ def test_a_key_that_does_not_parse_refuses_a_start_unless_new_keys():
 
 
 def test_what_a_station_key_is():
-    from conduitctl.ops.keys import key_problem
+    from conduitctl.runtime.base import key_problem
     from conduitctl.sim.keys import key_document, new_key
 
     assert key_problem(key_document(new_key()).encode()) is None  # the simulator's

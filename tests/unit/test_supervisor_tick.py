@@ -232,3 +232,16 @@ def test_a_backend_whose_port_another_process_holds_is_never_healthy(tmp_path: P
     del rig.stolen["c-2"]
     tick = rig.tick(at=at + 2)
     assert next(b for b in tick.backends if b.name == "c-2").port_stolen is None
+
+
+def test_a_station_whose_key_broke_is_never_restarted_on_it(tmp_path: Path) -> None:
+    """Conduit would start as a new station on a key it cannot parse: the supervisor says
+    why and leaves it stopped, the file as it was."""
+    rig = Rig(tmp_path)
+    rig.tick(at=0)
+    rig.runtime.keys["c-1"] = b'{"mnemonic": "", "privateKe'  # cut short while it ran
+    rig.runtime.kill("c-1")
+    rig.tick(at=10)
+    assert rig.starts("c-1") == [] and ("stop", "c-1") not in rig.runtime.mutations()
+    assert rig.runtime.keys["c-1"] == b'{"mnemonic": "", "privateKe'
+    assert rig.restarts_at("c-1") == [10.0]  # tried, and said so; the backoff goes on

@@ -15,8 +15,6 @@ Pure helpers (names, manifest, decisions) come first; backup and restore follow.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import hashlib
 import json
@@ -30,7 +28,14 @@ from enum import StrEnum
 from pathlib import Path
 
 from conduitctl.errors import BadInput, ConduitctlError
-from conduitctl.runtime.base import KEY_FILE, KeyStore, Runtime, read_key_file, write_key_file
+from conduitctl.runtime.base import (
+    KEY_FILE,
+    KeyStore,
+    Runtime,
+    key_problem,
+    read_key_file,
+    write_key_file,
+)
 from conduitctl.settings import Settings
 from conduitctl.statedir import StateDir
 
@@ -438,27 +443,6 @@ def restore(
 
 
 # --- for `up`: refuse to start a backend that would make itself a new identity ---------------
-
-
-def key_problem(data: bytes) -> str | None:
-    """Why these bytes are not a station key Conduit would load ({mnemonic,
-    privateKeyBase64}, CONDUIT.md); None when they are. Conduit replaces a key it cannot
-    parse with a new identity: such a file must be restored, never started on."""
-    try:
-        doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return "not JSON"
-    private = doc.get("privateKeyBase64") if isinstance(doc, dict) else None
-    if not isinstance(private, str) or not private:
-        return "no privateKeyBase64"
-    padded = private.rstrip("=") + "=" * (-len(private.rstrip("=")) % 4)  # raw or padded
-    alphabet = b"-_" if "-" in private or "_" in private else None  # URL-safe, or standard
-    try:
-        if not base64.b64decode(padded, altchars=alphabet, validate=True):
-            return "an empty privateKeyBase64"
-    except (binascii.Error, ValueError):
-        return "privateKeyBase64 is not base64"
-    return None
 
 
 def broken_keys(names: Iterable[str], store: KeyStore) -> dict[str, str]:

@@ -7,6 +7,8 @@ process per backend, for hosts without Docker and for the demo).
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import errno
 import hashlib
 import json
@@ -153,6 +155,27 @@ def read_key_file(path: Path) -> bytes | None:
         ) from None
     finally:
         os.close(fd)
+
+
+def key_problem(data: bytes) -> str | None:
+    """Why these bytes are not a station key Conduit would load ({mnemonic,
+    privateKeyBase64}, CONDUIT.md); None when they are. Conduit replaces a key it cannot
+    parse with a new identity: such a file must be restored, never started on."""
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return "not JSON"
+    private = doc.get("privateKeyBase64") if isinstance(doc, dict) else None
+    if not isinstance(private, str) or not private:
+        return "no privateKeyBase64"
+    padded = private.rstrip("=") + "=" * (-len(private.rstrip("=")) % 4)  # raw or padded
+    alphabet = b"-_" if "-" in private or "_" in private else None  # URL-safe, or standard
+    try:
+        if not base64.b64decode(padded, altchars=alphabet, validate=True):
+            return "an empty privateKeyBase64"
+    except (binascii.Error, ValueError):
+        return "privateKeyBase64 is not base64"
+    return None
 
 
 def write_key_file(path: Path, data: bytes, uid: int | None = None, gid: int | None = None) -> None:

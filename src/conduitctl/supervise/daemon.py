@@ -31,7 +31,14 @@ from conduitctl.observe.model import (
     Tick,
 )
 from conduitctl.observe.owner import PortCheck, find_stolen
-from conduitctl.runtime.base import ExitWatcher, LaunchSpec, Runtime, RuntimeEvent, State
+from conduitctl.runtime.base import (
+    ExitWatcher,
+    LaunchSpec,
+    Runtime,
+    RuntimeEvent,
+    State,
+    key_problem,
+)
 from conduitctl.runtime.pidfd import PidWatcher
 from conduitctl.settings import MAX_CLIENTS_ANY_PROFILE, MAX_CLIENTS_CEILING, Settings
 from conduitctl.statedir import StateDir, write_atomic
@@ -492,6 +499,11 @@ class Supervisor:
         problem = self.runtime.launch_problems([spec]).get(spec.name)
         if problem:
             raise ConduitctlError(f"{spec.name}: {problem}")
+        key = self.runtime.key_store(self.settings).read(spec.name)
+        broken = None if key is None else key_problem(key)
+        if broken:  # Conduit would start as a new station: never restart it on that
+            raise ConduitctlError(f"{spec.name}: its key file does not parse ({broken}); not "
+                                  "restarted: restore it (`conduitctl keys restore`)")  # fmt: skip
         self.runtime.stop(spec.name, timeout=STOP_TIMEOUT_S)
         return self.runtime.start(spec)
 
