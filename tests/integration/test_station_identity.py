@@ -103,8 +103,12 @@ def test_a_station_whose_port_a_stranger_holds_is_never_healthy_and_alerts(
         stop[0].wait()  # the stranger leaves: ours comes back, the alert resolves
         wait_for(lambda: cli_json("status", "--config", str(config))["backends"][0]["health"]
                  == "healthy", 30, "the station healthy again")  # fmt: skip
-        with Store(config.parent / "state/history.db") as store:
-            resolved = [e for e in store.events() if e.kind.value == "alert_resolved"]
-        assert any("port" in e.message for e in resolved), [e.message for e in resolved]
+
+        def resolved() -> list[str]:  # the supervisor's next tick, after status saw it
+            with Store(config.parent / "state/history.db") as store:
+                return [e.message for e in store.events()
+                        if e.kind.value == "alert_resolved" and "port" in e.message]  # fmt: skip
+
+        wait_for(resolved, 15, "the port_stolen alert resolved")
     finally:
         cli(*PURGE, "--config", str(config), check=False)
