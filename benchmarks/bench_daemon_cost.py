@@ -76,9 +76,13 @@ def wait_healthy(config: Path, count: int, timeout: float = 120.0) -> None:
     raise SystemExit(f"{count} backends never all healthy")
 
 
-def measure(count: int, front: str, warmup: float, window: float) -> dict[str, float]:
+def measure(
+    count: int, front: str, warmup: float, window: float, hang_check: str = "queues"
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="conduitctl-bench-") as tmp:
         config = write_config(Path(tmp), count, front)
+        if hang_check != "queues":
+            config.write_text(config.read_text() + f'\n[health]\nhang_check = "{hang_check}"\n')
         try:
             daemon = psutil.Process(cli("up", "--config", str(config))["daemon_pid"])
             wait_healthy(config, count)
@@ -119,15 +123,17 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--front", choices=("nginx", "none"), default="nginx")
+    parser.add_argument("--hang-check", choices=("queues", "greetings"), default="queues")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []
     for count in sizes:
-        rows.append(measure(count, args.front, args.warmup, args.window))
+        rows.append(measure(count, args.front, args.warmup, args.window, args.hang_check))
         print(f"daemon at {count}: {rows[-1]}", file=sys.stderr)
     results: dict[str, object] = {
         "front": args.front,
+        "hang_check": args.hang_check,
         "window_s": args.window,
         "probe_interval_s": 1.0,
         "rows": rows,

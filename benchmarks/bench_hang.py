@@ -10,7 +10,8 @@ Measures:
 - new connections failed while one backend hangs during a 600-client ramp (target <= 2;
   before: 13-18 in the chaos drill).
 
-    .venv/bin/python benchmarks/bench_hang.py [--faults 5] [--front nginx|haproxy] [--json]
+    .venv/bin/python benchmarks/bench_hang.py [--faults 5] [--front nginx|haproxy]
+        [--hang-check queues|greetings] [--json]
 """
 
 from __future__ import annotations
@@ -68,15 +69,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--faults", type=int, default=5)
     parser.add_argument("--front", choices=("nginx", "haproxy"), default="nginx")
+    parser.add_argument("--hang-check", choices=("queues", "greetings"), default="queues")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    results: dict[str, object] = {"backends": BACKENDS, "faults": args.faults, "front": args.front}
+    results: dict[str, object] = {
+        "backends": BACKENDS,
+        "faults": args.faults,
+        "front": args.front,
+        "hang_check": args.hang_check,
+    }
     with tempfile.TemporaryDirectory(prefix="conduitctl-bench-") as tmp:
         base = free_base(140)
         config = write_config(Path(tmp), base, name="hng", max_clients=1000)
         if args.front == "haproxy":
             text = config.read_text().replace('kind = "nginx"', 'kind = "haproxy"')
             config.write_text(text.replace("[front]\n", f"[front]\nstats_port = {base + 139}\n"))
+        if args.hang_check != "queues":
+            text = config.read_text() + f'\n[health]\nhang_check = "{args.hang_check}"\n'
+            config.write_text(text)
         store = Path(tmp) / "state/history.db"
         try:
             cli("up", "--config", str(config))

@@ -235,6 +235,12 @@ class Health(_Model):
     # Graceful degradation: after backends stay down this long and the survivors are full,
     # raise max clients on survivors (one at a time) up to the planner's per-backend ceiling.
     degrade_after: Duration = Field(default=120.0, ge=1, le=86400)
+    # How the supervisor finds a hung station (alive, silent) between probes, for profiles
+    # that greet: "queues" greets only one whose accept queue holds connections (free; under
+    # traffic); "greetings" greets every station every 0.4 s (out of the front within 1 s
+    # without traffic too, for about 0.4 % of a core more at 8 backends). Behind HAProxy its
+    # own checks do this anyway.
+    hang_check: Literal["queues", "greetings"] = "queues"
 
     @model_validator(mode="after")
     def _timeout_within_interval(self) -> Health:

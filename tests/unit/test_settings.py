@@ -188,3 +188,15 @@ def test_find_config_order(tmp_path, monkeypatch):
 def test_state_dir_default_depends_on_user():
     expected = "/var/lib/conduitctl" if os.geteuid() == 0 else ".conduitctl"
     assert str(Settings().state_dir).endswith(expected)
+
+
+def test_the_hang_check_is_the_free_one_unless_asked_and_written_back():
+    from conduitctl.errors import ConfigError
+    from conduitctl.settings import parse_settings, settings_from_dict
+    from conduitctl.settings_file import settings_to_toml
+
+    assert settings_from_dict({}).health.hang_check == "queues"
+    chosen = settings_from_dict({"health": {"hang_check": "greetings"}})
+    assert parse_settings(settings_to_toml(chosen)).health.hang_check == "greetings"
+    with pytest.raises(ConfigError, match=r"health\.hang_check"):
+        settings_from_dict({"health": {"hang_check": "always"}})

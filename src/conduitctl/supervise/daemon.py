@@ -43,7 +43,7 @@ from conduitctl.runtime.pidfd import PidWatcher
 from conduitctl.settings import MAX_CLIENTS_ANY_PROFILE, MAX_CLIENTS_CEILING, Settings
 from conduitctl.statedir import StateDir, write_atomic
 from conduitctl.supervise.degrade import Change, Member, Move, plan_degradation
-from conduitctl.supervise.hangwatch import greeter_for, watch
+from conduitctl.supervise.hangwatch import GREET_EVERY_S, GREETING_INTERVAL_S, greeter_for, watch
 from conduitctl.supervise.health import Health, dead, observe_probe
 from conduitctl.supervise.plan import Action, BackendView, FrontView, Kind, plan_tick
 from conduitctl.supervise.probes import ProbeOutcome, probe_all
@@ -646,9 +646,16 @@ class Supervisor:
         hang_watch = None
         if profile.greeting and self.hang_watch:
             greet = greeter_for(profile)
-            hang_watch = asyncio.ensure_future(
-                watch(self.serving, self.on_silent, greet, self.stopping, queued=self.queue_reader)
+            every_station = self.settings.health.hang_check == "greetings"
+            looks = watch(
+                self.serving,
+                self.on_silent,
+                greet,
+                self.stopping,
+                interval=GREET_EVERY_S if every_station else GREETING_INTERVAL_S,
+                queued=None if every_station else self.queue_reader,
             )
+            hang_watch = asyncio.ensure_future(looks)
         try:
             while not self.stopping.is_set():
                 started = loop.time()

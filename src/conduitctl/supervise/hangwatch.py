@@ -19,6 +19,7 @@ from conduitctl.supervise.probes import greeting
 from conduitctl.workloads import Profile
 
 GREETING_INTERVAL_S = 0.5
+GREET_EVERY_S = 0.4  # health.hang_check = "greetings": a look at every station this often
 GREETING_TIMEOUT_S = 0.25
 FALL = 2  # misses in a row: the second one is sent as soon as the first times out
 QUEUE_STRIKES = 1  # looks with connections waiting in its accept queue, before a greeting
