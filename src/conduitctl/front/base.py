@@ -388,7 +388,9 @@ class ProcessFront:
                 self._reap(dead_master, timeout=None)
             return "started"
         if changed:
+            before = _workers(pid)
             os.kill(pid, self.reload_signal)  # graceful: old workers finish their sessions
+            _wait_new_workers(pid, before)
             return "reloaded"
         return "unchanged"
 
@@ -470,3 +472,28 @@ class NoFront:
 
     def stop(self, timeout: float = 10.0) -> bool:
         return False
+
+
+RELOAD_WAIT_S = 3.0
+
+
+def _workers(master: int) -> set[int]:
+    try:
+        return {w.pid for w in psutil.Process(master).children()}
+    except psutil.Error:
+        return set()
+
+
+def _wait_new_workers(master: int, before: set[int], timeout: float = RELOAD_WAIT_S) -> None:
+    """Until the master has a worker it did not have before the reload signal: from then
+    on new connections meet the new config (the master retires the old workers next), so a
+    caller that put a backend back in the front may count on it. Bounded: a slow reload is
+    the next tick's to see, never a hang."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if {w.pid for w in psutil.Process(master).children()} - before:
+                return
+        except psutil.Error:
+            return  # the master is gone: whoever looks next sees it
+        time.sleep(0.005)
