@@ -259,3 +259,14 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def failures(report: LoadReport, clients: int, target: str) -> dict[str, object]:
+    """A load test's new connections failed and sessions dropped, as the benchmarks print."""
+    return {
+        "clients": clients,
+        "new_connections_failed": report.failed,
+        "failed_by_reason": {k: v for k, v in report.failed_by_reason.items() if v},
+        "established_sessions_dropped": report.sessions_dropped,
+        "target": target,
+    }

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_fleet import free_base, write_config
+from bench_fleet import failures, free_base, write_config
 from bench_supervisor import BACKENDS, cli, pids, wait_event
 
 from conduitctl.drills.loadtest import LoadSpec, run_load
@@ -121,13 +121,9 @@ def main() -> int:
                 return await task
 
             report = asyncio.run(load_and_hang())
-            results["hang_under_load"] = {
-                "clients": CLIENTS,
-                "new_connections_failed": report.failed,
-                "failed_by_reason": {k: v for k, v in report.failed_by_reason.items() if v},
-                "established_sessions_dropped": report.sessions_dropped,
-                "target": "<= 2 new connections failed (before: 13-18)",
-            }
+            results["hang_under_load"] = failures(
+                report, CLIENTS, "<= 2 new connections failed (before: 13-18)"
+            )
             print(f"hang under load: {results['hang_under_load']}", file=sys.stderr)
         finally:
             cli("down", "--purge", "--yes", "--discard-keys", "--config", str(config))

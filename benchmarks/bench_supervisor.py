@@ -31,7 +31,7 @@ from conduitctl.drills.loadtest import LoadSpec, run_load
 from conduitctl.store import Store
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_fleet import free_base, write_config
+from bench_fleet import failures, free_base, write_config
 
 BACKENDS = 8
 CONDUITCTL = str(Path(sys.executable).with_name("conduitctl"))
@@ -137,13 +137,9 @@ def main() -> int:
                 return await task
 
             report = asyncio.run(load_and_kill())
-            results["kill_2_of_8_under_load"] = {
-                "clients": 1000,
-                "new_connections_failed": report.failed,
-                "failed_by_reason": {k: v for k, v in report.failed_by_reason.items() if v},
-                "established_sessions_dropped": report.sessions_dropped,
-                "target": "0 new connections failed (review: < 1 %)",
-            }
+            results["kill_2_of_8_under_load"] = failures(
+                report, 1000, "0 new connections failed (review: < 1 %)"
+            )
             print(f"kill 2 of 8: {results['kill_2_of_8_under_load']}", file=sys.stderr)
         finally:
             cli("down", "--purge", "--yes", "--discard-keys", "--config", str(config))

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import threading
@@ -18,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from conduitctl.errors import Busy
-from conduitctl.statedir import StateDir, write_atomic
+from conduitctl.statedir import StateDir, flock_within, write_atomic
 
 DEFAULT_HOLD_S = 120.0
 
@@ -109,19 +108,12 @@ def operator_lock(state_dir: Path, wait_s: float = 0.0) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                    raise Busy(
-                        f"another conduitctl command (pid {holder}) is changing this fleet; "
-                        "wait for it to finish, then run this again"
-                    ) from None
-                time.sleep(0.1)
+        if not flock_within(fd, wait_s, every=0.1):
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise Busy(
+                f"another conduitctl command (pid {holder}) is changing this fleet; "
+                "wait for it to finish, then run this again"
+            )
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield

@@ -8,8 +8,10 @@ of one. The mode comes from what the file holds: 0600 for a secret or a key, 064
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
+import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,6 +151,20 @@ def resolve_state_dir(configured: Path | None, config_path: Path | None, default
     if configured.is_absolute() or config_path is None:
         return configured.absolute()
     return (config_path.absolute().parent / configured).absolute()
+
+
+def flock_within(fd: int, wait_s: float, every: float = 0.05) -> bool:
+    """Take an exclusive flock on `fd`, trying until `wait_s` has passed; False if it never
+    came free (the caller says who holds it and what to do). Released when `fd` closes."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(every)
 
 
 def write_atomic(

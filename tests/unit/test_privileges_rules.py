@@ -84,19 +84,25 @@ def test_hand_over_gives_the_dir_and_key_and_nothing_else(open_tmp):
     assert nested.stat().st_uid == 0 and (nested / "other").stat().st_uid == 0  # no walk
 
 
+def plant_key(kind: str, key: Path, victim: Path) -> None:
+    """What a backend's user could leave at its key's path instead of a key."""
+    if kind == "symlink":
+        key.symlink_to(victim)
+    elif kind == "hardlink":
+        os.link(victim, key)
+    elif kind == "fifo":
+        os.mkfifo(key)  # would hang a plain read
+    else:
+        key.write_bytes(b"x" * (MAX_KEY_BYTES + 1))
+
+
 @pytest.mark.parametrize("plant", ["symlink", "hardlink", "fifo"])
 def test_hand_over_never_chowns_what_the_user_planted(open_tmp, plant):
     data = open_tmp / "data"
     data.mkdir(mode=0o700)
     victim = open_tmp / "root-only"
     victim.write_text("secret")
-    key = data / "conduit_key.json"
-    if plant == "symlink":
-        key.symlink_to(victim)
-    elif plant == "hardlink":
-        os.link(victim, key)
-    else:
-        os.mkfifo(key)
+    plant_key(plant, data / "conduit_key.json", victim)
     with pytest.raises(ConduitctlError, match=r"conduit_key\.json"):
         hand_over(data, 1000, 1000)
     assert victim.stat().st_uid == 0
@@ -117,14 +123,7 @@ def test_a_key_is_read_only_from_a_plain_file(tmp_path, plant):
     victim = tmp_path / "shadow"
     victim.write_text("root:$6$secret")
     key = tmp_path / "conduit_key.json"
-    if plant == "symlink":
-        key.symlink_to(victim)
-    elif plant == "hardlink":
-        os.link(victim, key)
-    elif plant == "fifo":
-        os.mkfifo(key)  # would hang a plain read
-    else:
-        key.write_bytes(b"x" * (MAX_KEY_BYTES + 1))
+    plant_key(plant, key, victim)
     with pytest.raises(ConduitctlError):
         read_key_file(key)
 

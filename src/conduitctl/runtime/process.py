@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -41,7 +40,7 @@ from conduitctl.runtime.pidfd import PidWatcher
 from conduitctl.runtime.privileges import PASSED_ENV, closed_to, hand_over, run_as
 from conduitctl.runtime.shim import LOG_FILE, PID_FILE, read_state, write_json
 from conduitctl.settings import Settings
-from conduitctl.statedir import StateDir
+from conduitctl.statedir import StateDir, flock_within
 
 SPEC_FILE = "spec.json"
 MAX_KEPT_PROCESSES = 256
@@ -96,18 +95,11 @@ def _one_at_a_time(directory: Path) -> Iterator[None]:
         directory.chmod(0o755)
     fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        deadline = time.monotonic() + LOCK_WAIT_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise ConduitctlError(
-                        f"{directory.name}: another command has been starting or stopping it "
-                        f"for {LOCK_WAIT_S:.0f} s; try again when it is done"
-                    ) from None
-                time.sleep(0.05)
+        if not flock_within(fd, LOCK_WAIT_S):
+            raise ConduitctlError(
+                f"{directory.name}: another command has been starting or stopping it "
+                f"for {LOCK_WAIT_S:.0f} s; try again when it is done"
+            )
         yield
     finally:
         os.close(fd)

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
@@ -42,7 +41,7 @@ from conduitctl.runtime.base import (
 from conduitctl.runtime.pidfd import PidWatcher
 from conduitctl.settings import MAX_CLIENTS_ANY_PROFILE, MAX_CLIENTS_CEILING, Settings
 from conduitctl.statedir import StateDir, write_atomic
-from conduitctl.supervise.degrade import Change, Member, Move, plan_degradation
+from conduitctl.supervise.degrade import Change, Member, Move, ceiling_for, plan_degradation
 from conduitctl.supervise.hangwatch import GREET_EVERY_S, GREETING_INTERVAL_S, greeter_for, watch
 from conduitctl.supervise.health import Health, dead, observe_probe
 from conduitctl.supervise.plan import Action, BackendView, FrontView, Kind, plan_tick
@@ -460,10 +459,7 @@ class Supervisor:
             )
             for slot in self.slots.values()
         ]
-        healthy = sum(m.healthy for m in members) or 1
-        ceiling = profile_ceiling
-        if self.fleet_capacity:
-            ceiling = min(ceiling, max(self.fleet_capacity // healthy, 1))
+        ceiling = ceiling_for(profile_ceiling, self.fleet_capacity, members)
         return plan_degradation(members, now, self.settings.health.degrade_after, ceiling)
 
     async def change_max_clients(self, change: Change) -> None:
@@ -703,11 +699,3 @@ class Supervisor:
         self.adopt(set(self.slots))  # level-triggered: re-read what really runs
         self.save_state()
         self.wake.set()
-
-
-def install_signal_handlers(supervisor: Supervisor, on_reload: Callable[[], None]) -> None:
-    """Handlers only enqueue; the loop does the work."""
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, supervisor.request_stop)
-    loop.add_signal_handler(signal.SIGHUP, on_reload)

@@ -74,3 +74,12 @@ def plan_degradation(
             if m.current != m.configured:
                 return Change(Move.RESTORE, m.name, m.configured, "the fleet has recovered")
     return None
+
+
+def ceiling_for(profile_ceiling: int, fleet_capacity: int | None, members: list[Member]) -> int:
+    """The most clients a survivor may be raised to: the profile's ceiling, and the host's
+    capacity (the planner's bottleneck) shared among the healthy ones."""
+    if not fleet_capacity:
+        return profile_ceiling
+    healthy = sum(m.healthy for m in members) or 1
+    return min(profile_ceiling, max(fleet_capacity // healthy, 1))

@@ -7,8 +7,10 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from conduitctl import alerts
@@ -28,7 +30,7 @@ from conduitctl.runtime import runtime_for
 from conduitctl.settings import Settings, load_settings
 from conduitctl.statedir import StateDir, write_atomic
 from conduitctl.store import Store
-from conduitctl.supervise.daemon import Supervisor, install_signal_handlers
+from conduitctl.supervise.daemon import Supervisor
 from conduitctl.supervise.files import (
     alerts_path,
     history_path,
@@ -156,6 +158,14 @@ class Outputs:
             self.server.close()
         self.closed = True
         self.store.close()
+
+
+def install_signal_handlers(supervisor: Supervisor, on_reload: Callable[[], None]) -> None:
+    """Handlers only enqueue; the loop does the work."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, supervisor.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
 
 
 def fleet_capacity(settings: Settings) -> int:
