@@ -73,10 +73,12 @@ def test_readings_of_the_same_processes_need_no_sample(monkeypatch):
 
 
 def test_a_restarted_backend_is_sampled_and_the_others_keep_their_reading(monkeypatch):
-    recent = {"cpu-1": CpuReading(pid=101, cpu_percent=3.0), "cpu-2": CpuReading(999, 50.0)}
+    # The stale reading is one a sample cannot give: 0.05 s of CPU over a window of at least
+    # CPU_SAMPLE_S (0.1 s) is 50 % at most.
+    recent = {"cpu-1": CpuReading(pid=101, cpu_percent=3.0), "cpu-2": CpuReading(999, 77.0)}
     cpus, listings = collect(recent, monkeypatch)
     assert listings == 2 and cpus[0] == 3.0
-    assert cpus[1] is not None and cpus[1] != 50.0
+    assert cpus[1] is not None and 0 < cpus[1] <= 50.0
 
 
 def test_without_readings_every_backend_is_sampled(monkeypatch):
