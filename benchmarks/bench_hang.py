@@ -114,15 +114,24 @@ def main() -> int:
                             ramp_s=RAMP_S)  # fmt: skip
             victim = names[5]
 
+            hung_at: list[float] = []
+
             async def load_and_hang():
                 task = asyncio.create_task(run_load(spec))
                 await asyncio.sleep(HANG_AT_S)
+                hung_at.append(time.time())
                 os.kill(pids(config)[victim], signal.SIGUSR1)
                 return await task
 
             report = asyncio.run(load_and_hang())
             results["hang_under_load"] = failures(
                 report, CLIENTS, "<= 2 new connections failed (before: 13-18)"
+            )
+            # How long the victim stayed in the supervisor's front under load: the window the
+            # failures above fell into (HAProxy's own check may have closed it earlier).
+            out = wait_event(store, victim, "front_out", hung_at[0] - 0.01, 1)
+            results["hang_under_load"]["out_of_front_s"] = (
+                round(out.ts - hung_at[0], 3) if out else None
             )
             print(f"hang under load: {results['hang_under_load']}", file=sys.stderr)
         finally:

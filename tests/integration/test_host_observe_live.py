@@ -96,3 +96,26 @@ def test_host_observer_on_this_host():
     if observer.nic is not None:
         assert second.nic_rx_mbps is not None and second.nic_rx_mbps >= 0
         assert second.nic_tx_mbps is not None and second.nic_tx_mbps >= 0
+
+
+def test_the_kernel_keeps_only_the_ports_asked_for(stack: ExitStack):
+    """The port-range bytecode runs in the kernel: listeners below, above and between the
+    ports asked for are left out, and the answer matches the unfiltered dump's."""
+    ports = sorted(_listener(stack).getsockname()[1] for _ in range(6))
+    asked = {ports[1], ports[3]}  # ports[2] lies between them: in the range, not asked for
+    filtered = host.listen_sockets(ports=asked)
+    assert {s.local_port for s in filtered} == asked
+    whole = [s for s in host.listen_sockets() if s.local_port in asked]
+    assert sorted(filtered, key=repr) == sorted(whole, key=repr)
+
+
+def test_one_kept_socket_answers_look_after_look(stack: ExitStack):
+    port = _listener(stack, backlog=5).getsockname()[1]
+    observer = HostObserver()
+    assert observer.accept_queues({port}) == {port: AcceptQueue(0, 5)}
+    _connect(stack, port, 2)
+    deadline = time.monotonic() + 2
+    while observer.accept_queues({port}) != {port: AcceptQueue(2, 5)}:
+        assert time.monotonic() < deadline, observer.accept_queues({port})
+        time.sleep(0.01)
+    assert [observer.accept_queues({port}) for _ in range(50)] == [{port: AcceptQueue(2, 5)}] * 50

@@ -153,6 +153,24 @@ def test_diag_request_asks_for_tcp_listeners_only():
     assert (family, proto, states) == (socket.AF_INET6, socket.IPPROTO_TCP, 1 << 10)
 
 
+def test_a_port_range_filter_follows_the_request():
+    req = diag_request(socket.AF_INET, seq=1, ports={9001, 9010, 9005})
+    assert struct.unpack_from("=I", req)[0] == len(req) == 16 + 56 + 4 + 16
+    attr_len, attr_type = struct.unpack_from("=HH", req, 72)
+    assert (attr_len, attr_type) == (20, 1)  # INET_DIAG_REQ_BYTECODE
+    ops = [struct.unpack_from("=BBH", req, 76 + 4 * i) for i in range(4)]
+    # port >= 9001 (yes: the next test; no: past the end), then port <= 9010
+    assert ops == [(2, 8, 20), (0, 0, 9001), (3, 8, 12), (0, 0, 9010)]
+
+
+def test_parse_diag_messages_keeps_only_the_ports_asked_for():
+    data = _nlmsg(20, _diag_msg(socket.AF_INET, "127.0.0.1", 443, 3, 5)) + _nlmsg(
+        20, _diag_msg(socket.AF_INET, "127.0.0.1", 444, 0, 5)
+    )
+    sockets, _ = parse_diag_messages(data, {444})
+    assert [s.local_port for s in sockets] == [444]
+
+
 def test_parse_diag_messages_reads_queue_and_backlog():
     data = _nlmsg(20, _diag_msg(socket.AF_INET, "127.0.0.1", 443, 3, 5)) + _nlmsg(
         20, _diag_msg(socket.AF_INET6, "::1", 8443, 0, 511)

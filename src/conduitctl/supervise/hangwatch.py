@@ -3,9 +3,10 @@
 A hung station (alive, silent) still completes TCP handshakes in its kernel backlog, so the
 front's connects succeed and its clients wait for a greeting that never comes. The regular
 probe finds it only after `fall` probe intervals. This watch looks every GREETING_INTERVAL_S
-at the kernel's accept queues: connections left waiting in a station's queue two looks in a
-row mean it stopped taking them, and one greeting (GREETING_TIMEOUT_S to answer; a healthy
-station on loopback answers in milliseconds) confirms it. That wakes the supervisor, which
+at the kernel's accept queues (one netlink dump, filtered by port in the kernel): a connection
+left waiting in a station's queue means it may have stopped taking them, and one greeting
+(GREETING_TIMEOUT_S to answer; a healthy station on loopback answers in milliseconds)
+confirms it. That wakes the supervisor, which
 takes the station out of the front without waiting for its next probe round.
 """
 
@@ -18,7 +19,10 @@ from conduitctl.fleet import BackendSpec
 from conduitctl.supervise.probes import greeting
 from conduitctl.workloads import Profile
 
-GREETING_INTERVAL_S = 0.5
+# Under a 600-client ramp a hang fails the new connections it meets until it is out: looks
+# every 0.5 s let 7-22 fail, every 0.1 s 3-5 (benchmarks/bench_hang.py), for 0.5 % of a core
+# more at 8 backends (bench_daemon_cost.py). Only profiles that greet run it: not real Conduit.
+GREETING_INTERVAL_S = 0.1
 GREET_EVERY_S = 0.4  # health.hang_check = "greetings": a look at every station this often
 GREETING_TIMEOUT_S = 0.25
 FALL = 2  # misses in a row: the second one is sent as soon as the first times out
@@ -88,4 +92,4 @@ async def watch(
                     suspects.append(b)
             if suspects:
                 await asyncio.gather(*(confirm(b, 1) for b in suspects))
-        await asyncio.sleep(interval)  # a timer, not a task per look: it runs 5 times a second
+        await asyncio.sleep(interval)  # a timer, not a task per look: it runs 10 times a second
