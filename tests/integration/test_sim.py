@@ -225,11 +225,26 @@ def test_port_in_use_exits_1(tmp_path: Path, free_port: Callable[[], int]) -> No
 
 
 @pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["start", "--max-clients", "10"], "Error: unknown flag: --max-clients"),
+        (["start", "--bandwidth", "0.5"], "Error: bandwidth must be at least 1 Mbps"),
+        (["--cli-version", "1.5.0", "start", "--max-common-clients", "10"],
+         "Error: unknown flag: --max-common-clients"),
+    ],
+)  # fmt: skip
+def test_what_the_real_cli_refuses_exits_1(args: list[str], error: str, tmp_path: Path) -> None:
+    result = run_sim(*args, "--data-dir", str(tmp_path / "d"))
+    assert result.returncode == 1 and result.stderr.startswith(error), result.stderr
+    assert not (tmp_path / "d").exists()  # refused before the data dir (and a key) is made
+
+
+@pytest.mark.parametrize(
     "args",
     [
         [],
         ["start", "--max-common-clients", "many"],
-        ["start", "--max-clients", "-3"],
+        ["start", "--max-common-clients", "-3"],
         ["start", "--bandwidth", "-5"],
         ["start", "--listen", "nowhere"],
         ["start", "--metrics-addr", "127.0.0.1:70000"],
@@ -322,6 +337,30 @@ def test_refuses_beyond_max_clients_with_busy(sims: Callable[..., Sim]) -> None:
         assert recv_line(again).startswith(b"CONDUIT-SIM full ")
 
 
+def _utc_hhmm(offset_minutes: int) -> str:
+    return time.strftime("%H:%M", time.gmtime(time.time() + offset_minutes * 60))
+
+
+@pytest.mark.parametrize(("start", "end", "slots"), [(-2, 3, 1), (3, 8, 3)])
+def test_reduced_hours_lower_the_slots_inside_their_window(
+    sims: Callable[..., Sim], start: int, end: int, slots: int
+) -> None:
+    sim = sims("--max-common-clients", "3", "--name", "night",
+               "--set", f"InproxyReducedStartTime={_utc_hhmm(start)}",
+               "--set", f"InproxyReducedEndTime={_utc_hhmm(end)}",
+               "--set", "InproxyReducedMaxCommonClients=1")  # fmt: skip
+    assert sim.metrics()["conduit_max_common_clients"] == slots
+    clients = [sim.connect() for _ in range(slots)]
+    try:
+        for sock in clients:
+            assert recv_line(sock).startswith(b"CONDUIT-SIM night ")
+        with sim.connect() as one_too_many:
+            assert recv_line(one_too_many) == b"BUSY night\n"
+    finally:
+        for sock in clients:
+            sock.close()
+
+
 def test_connected_count_in_metrics_and_stats_line(sims: Callable[..., Sim]) -> None:
     sim = sims("--stats-interval", "0.2", "--max-common-clients", "10")
     tcp = [sim.connect(), sim.connect()]
@@ -351,7 +390,8 @@ def test_connected_count_in_metrics_and_stats_line(sims: Callable[..., Sim]) -> 
 
 
 def test_metrics_exposition_names_and_config_values(sims: Callable[..., Sim]) -> None:
-    sim = sims("--max-common-clients", "25", "--bandwidth", "40", "--max-personal-clients", "3")
+    sim = sims("--max-common-clients", "25", "--bandwidth", "40", "--max-personal-clients", "3",
+               "--compartment-id", "A" * 42 + "E")  # fmt: skip
     text = sim.metrics_text()
     assert text.endswith("\n")
     metrics = parse_exposition(text)
@@ -377,7 +417,8 @@ def test_metrics_exposition_names_and_config_values(sims: Callable[..., Sim]) ->
 
 
 def test_v1_dialect_max_clients_and_stats_file(sims: Callable[..., Sim]) -> None:
-    sim = sims("--max-clients", "7", "--stats-file", "--stats-interval", "0.2")
+    sim = sims("--cli-version", "1.5.0", "--max-clients", "7", "--stats-file",
+               "--stats-interval", "0.2")  # fmt: skip
     with sim.connect() as sock:
         recv_line(sock)
         stats_file = sim.data_dir / "stats.json"

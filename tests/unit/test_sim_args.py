@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from conduitctl.sim.cli_rules import in_window
 from conduitctl.sim.config import Address, clean_name, parse_address
 from conduitctl.sim.main import FAULT_OPTIONS, parse_args
 
 FAULT_ENV = [option.env for option in FAULT_OPTIONS]
+BANDWIDTH_RULE = "bandwidth must be at least 1 Mbps (or -1 for unlimited)"
 
 
 @pytest.fixture(autouse=True)
@@ -44,11 +46,14 @@ def test_conduit_2_dialect() -> None:
 
 
 def test_v1_dialect_and_short_flags() -> None:
-    cfg = parse_args(["start", "-m", "12", "-b", "-1", "-d", "d", "--max-clients", "9", "-s"])
+    argv = ["--cli-version", "1.5.0", "start", "-m", "12", "-b", "-1", "-d", "d", "-s"]
+    cfg = parse_args([*argv, "--max-clients", "9"])
     assert cfg.max_clients == 9  # the last of the aliases wins, as with any repeated flag
     assert cfg.bandwidth_bps == 0
     assert cfg.client_rate_bps is None
     assert cfg.stats_file == Path("d/stats.json")  # Conduit: relative to the data dir
+    assert cfg.cli_version == "1.5.0"
+    assert parse_args(argv[2:], environ={"CONDUIT_SIM_CLI_VERSION": "1.2.0"}).max_clients == 12
 
 
 def test_root_flags_before_the_subcommand() -> None:
@@ -59,8 +64,9 @@ def test_root_flags_before_the_subcommand() -> None:
 
 def test_defaults_follow_conduit() -> None:
     cfg = parse_args(["start"])
-    assert cfg.max_clients == 200
-    assert cfg.bandwidth_mbps == 5.0
+    assert cfg.max_clients == 50  # config.DefaultMaxClients
+    assert cfg.bandwidth_mbps == 40.0  # config.DefaultBandwidthMbps
+    assert cfg.cli_version == "2.0.0"
     assert cfg.data_dir == Path("data")
     assert cfg.metrics_addr is None
     assert cfg.stats_file is None
@@ -72,7 +78,17 @@ def test_defaults_follow_conduit() -> None:
 
 def test_absolute_stats_file_and_repeated_listen() -> None:
     cfg = parse_args(
-        ["start", "--stats-file", "/tmp/s.json", "--listen", ":443", "--listen", "[::1]:5566"]
+        [
+            "--cli-version",
+            "1",
+            "start",
+            "--stats-file",
+            "/tmp/s.json",
+            "--listen",
+            ":443",
+            "--listen",
+            "[::1]:5566",
+        ]
     )
     assert cfg.stats_file == Path("/tmp/s.json")
     assert cfg.listen == (Address("0.0.0.0", 443), Address("::1", 5566))
@@ -137,6 +153,81 @@ def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str
         parse_args(argv)
     assert exit_info.value.code == 2
     assert "conduit-sim" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        # 2.0 renamed --max-clients and removed --stats-file (the break managers hit)
+        (["start", "--max-clients", "10"], "unknown flag: --max-clients"),
+        (["start", "-s"], "unknown flag: -s"),
+        (["start", "--stats-file=x.json"], "unknown flag: --stats-file"),
+        (["--cli-version", "1.5.0", "start", "--max-common-clients", "5"],
+         "unknown flag: --max-common-clients"),
+        (["--cli-version", "1.5.0", "start", "--set", "EmitDiagnosticNotices=true"],
+         "unknown flag: --set"),
+        (["start", "--bandwidth", "0.5"], BANDWIDTH_RULE),
+        (["start", "--bandwidth", "0"], BANDWIDTH_RULE),
+        (["start", "-m", "0", "--max-personal-clients", "0"],
+         "at least one of --max-common-clients or --max-personal-clients must be greater than 0"),
+        (["start", "--max-personal-clients", "3"],
+         "create compartment first with new-compartment-id command"),
+        (["start", "--set", "InproxyFoo=1"], "unsupported --set key 'InproxyFoo'"),
+        (["start", "--set", "InproxyMaxCommonClients=many"],
+         "invalid --set value for InproxyMaxCommonClients: expected integer"),
+        (["start", "--set", "EmitDiagnosticNotices=1"],
+         "invalid --set value for EmitDiagnosticNotices: expected true or false"),
+        (["start", "--set", "nokey"], "invalid --set entry 'nokey': expected key=value"),
+        (["start", "--set", "InproxyReducedStartTime=25:00"],
+         "invalid InproxyReducedStartTime '25:00': expected HH:MM (UTC)"),
+        (["--cli-version", "1.5.0", "start", "-m", "0"], "max-clients must be between 1 and 1000"),
+    ],
+)  # fmt: skip
+def test_what_the_real_cli_refuses_exits_1_with_its_message(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv, environ={})
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == f"Error: {message}\n"
+
+
+def test_what_2_0_accepts(tmp_path: Path) -> None:
+    compartment = "A" * 42 + "E"  # 43 characters of unpadded base64
+    cfg = parse_args(["start", "--max-personal-clients", "2", "--compartment-id", compartment,
+                      "-b", "-1", "--set", "InproxyMaxCommonClients=7",
+                      "--set", "InproxyReducedStartTime=22:30",
+                      "--set", "InproxyReducedEndTime=06:00",
+                      "--set", "InproxyReducedMaxCommonClients=3"], environ={})  # fmt: skip
+    assert (cfg.max_clients, cfg.max_personal_clients, cfg.compartment_id) == (7, 2, compartment)
+    assert (cfg.reduced_window, cfg.reduced_max_clients) == ((22 * 60 + 30, 6 * 60), 3)
+    assert parse_args(["start", "-m", "9", "--set", "InproxyMaxCommonClients=7"]).max_clients == 9
+    # a compartment saved in the data dir by new-compartment-id counts
+    (tmp_path / "personal_compartment.json").write_text(f'{{"id": "{compartment}"}}')
+    cfg = parse_args(["start", "-d", str(tmp_path), "--max-personal-clients", "1"], environ={})
+    assert cfg.compartment_id == compartment
+
+
+def test_version_and_a_bad_cli_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--version"], environ={"CONDUIT_SIM_CLI_VERSION": "1.4.0"})
+    assert (exit_info.value.code, capsys.readouterr().err) == (0, "conduit version 1.4.0\n")
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--cli-version", "two", "start"], environ={})
+    assert exit_info.value.code == 2
+    assert "--cli-version: 'two' is not a CLI version" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("window", "minute", "inside"),
+    [((60, 120), 59, False), ((60, 120), 60, True), ((60, 120), 120, False),
+     ((22 * 60, 6 * 60), 23 * 60, True), ((22 * 60, 6 * 60), 5 * 60, True),
+     ((22 * 60, 6 * 60), 12 * 60, False)],
+)  # fmt: skip
+def test_the_reduced_window_may_wrap_past_midnight(
+    window: tuple[int, int], minute: int, inside: bool
+) -> None:
+    assert in_window(window, minute) is inside
 
 
 @pytest.mark.parametrize(

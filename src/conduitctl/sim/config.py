@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Conduit's own defaults (cli/internal/config: DefaultMaxClients, DefaultBandwidthMbps).
-DEFAULT_MAX_CLIENTS = 200
-DEFAULT_BANDWIDTH_MBPS = 5.0
+DEFAULT_MAX_CLIENTS = 50
+DEFAULT_BANDWIDTH_MBPS = 40.0
 DEFAULT_STATS_INTERVAL = 10.0
 DEFAULT_UDP_IDLE_TIMEOUT = 30.0
 KEY_FILE_NAME = "conduit_key.json"
@@ -115,6 +115,11 @@ class SimConfig:
     leak_mb_per_s: float = 0.0
     session_mb: float = 0.0
     burn_cpu: float = 0.0
+    cli_version: str = "2.0.0"
+    compartment_id: str | None = None
+    # Reduced hours (--set InproxyReduced*): (start, end) minutes after midnight UTC
+    reduced_window: tuple[int, int] | None = None
+    reduced_max_clients: int | None = None
 
     @property
     def bandwidth_bps(self) -> int:

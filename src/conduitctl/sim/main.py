@@ -2,22 +2,33 @@
 
 Usage::
 
-    conduit-sim start [--max-common-clients N | --max-clients N] [--bandwidth MBPS]
-                      [--metrics-addr HOST:PORT] [--data-dir DIR] [--stats-file [PATH]]
-                      [-v] [simulator options] [fault options]
+    conduit-sim [--version] [--cli-version V] start [--max-common-clients N]
+                      [--bandwidth MBPS] [--metrics-addr HOST:PORT] [--data-dir DIR]
+                      [--set KEY=VALUE]... [-v] [simulator options] [fault options]
 
-Conduit 2.0 flags (v1 spellings accepted too):
+It speaks one CLI version, as the real binary does: ``--cli-version`` (default
+$CONDUIT_SIM_CLI_VERSION, else 2.0.0). Refused as the real CLI refuses them, with its message
+after ``Error:`` and exit code 1 (see ``cli_rules``): the other version's flags (2.x:
+``--max-clients``, ``-s/--stats-file``; 1.x: ``--max-common-clients``, ``--max-personal-clients``,
+``--compartment-id``, ``--set``), ``--bandwidth`` under 1 other than -1, both client limits 0,
+personal clients without a compartment, a ``--set`` key outside the allowlist.
 
-  -m, --max-common-clients N  client slots (default 200); ``--max-clients`` is the v1 alias.
-                              Unlike Conduit there is no upper limit of 1000.
-  --max-personal-clients N    accepted and exported as a metric; no separate slots.
-  -b, --bandwidth MBPS        total bandwidth in Mbps (default 5); -1 or 0 means unlimited.
+Conduit 2.0 flags:
+
+  -m, --max-common-clients N  client slots (default 50; 1.x: ``-m/--max-clients``). Unlike
+                              Conduit there is no upper limit of 1000: load tests need more.
+  --max-personal-clients N    exported as a metric; no separate slots. Needs a compartment.
+  --compartment-id ID         a personal compartment ID (or ``personal_compartment.json`` in
+                              the data dir).
+  --set KEY=VALUE             repeatable, the CLI's allowlist; the reduced-hours keys
+                              (``InproxyReduced*``) lower the client slots in their window.
+  -b, --bandwidth MBPS        total bandwidth in Mbps (default 40); -1 means unlimited.
   --metrics-addr HOST:PORT    Prometheus endpoint at http://HOST:PORT/metrics (``:PORT`` =
                               all interfaces); metric names and help as Conduit's.
   -d, --data-dir DIR          holds ``conduit_key.json`` (default ./data), created 0600 on
                               first start and never rewritten; a corrupt one stops the start.
-  -s, --stats-file [PATH]     write Conduit's stats JSON at every stats tick (default
-                              ``stats.json``; a relative path is inside the data dir).
+  -s, --stats-file [PATH]     1.x only: write Conduit's stats JSON at every stats tick
+                              (default ``stats.json``; a relative path is in the data dir).
   -c, --psiphon-config PATH   accepted and ignored (the simulator talks to no broker).
   -v                          per-connection logs (repeatable).
 
@@ -49,14 +60,15 @@ an empty variable counts as unset:
                               grows with load. [CONDUIT_SIM_SESSION_MB]
   --burn-cpu F                keep F cores busy (0.5 = half of one core). [CONDUIT_SIM_BURN_CPU]
 
-Exit codes: 0 after SIGTERM/SIGINT; 1 on a runtime error (one line on stderr: port in use,
-unwritable data dir, corrupt key) or a simulated crash; 2 on bad arguments or a bad fault
-variable (one line naming it).
+Exit codes: 0 after SIGTERM/SIGINT; 1 on what the real CLI refuses, a runtime error (one line
+on stderr: port in use, unwritable data dir, corrupt key) or a simulated crash; 2 on bad
+simulator arguments or a bad fault variable (one line naming it).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import traceback
@@ -64,6 +76,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import cli_rules
+from .cli_rules import CliRefusal
 from .config import (
     DEFAULT_BANDWIDTH_MBPS,
     DEFAULT_MAX_CLIENTS,
@@ -231,14 +245,22 @@ def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
         dest="verbosity",
         help="more output: per-connection logs",
     )
+    parser.add_argument(  # the simulator's own: before or after the subcommand
+        "--cli-version",
+        default=argparse.SUPPRESS if suppress else None,
+        metavar="V",
+        help=f"the CLI version to behave as (default ${cli_rules.VERSION_ENV}, else "
+        f"{cli_rules.DEFAULT_VERSION})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Psiphon Conduit simulator (same CLI as Conduit 2.0)."
+        prog=PROG, description="Psiphon Conduit simulator (the CLI of Conduit 2.0, or 1.x)."
     )
     _add_common(parser, suppress=False)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="store_true", help="print the CLI version")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     start = commands.add_parser("start", help="run the station until SIGTERM/SIGINT")
     _add_common(start, suppress=True)
     start.add_argument(
@@ -247,18 +269,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-clients",
         dest="max_clients",
         type=_count,
-        default=DEFAULT_MAX_CLIENTS,
+        default=None,  # None: not given (the CLI tells "not given" from any value)
         metavar="N",
         help=f"maximum concurrent clients (default {DEFAULT_MAX_CLIENTS})",
     )
     start.add_argument(
         "--max-personal-clients", type=_count, default=0, metavar="N", help="exported only"
     )
+    start.add_argument("--compartment-id", metavar="ID", help="personal compartment ID")
+    start.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="allowlisted overrides"
+    )
     start.add_argument(
         "-b",
         "--bandwidth",
         type=_bandwidth,
-        default=DEFAULT_BANDWIDTH_MBPS,
+        default=None,
         metavar="MBPS",
         help=f"total bandwidth in Mbps, -1 = unlimited (default {DEFAULT_BANDWIDTH_MBPS:g})",
     )
@@ -322,13 +348,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) -> SimConfig:
-    """Turn parsed arguments into the frozen config (reads only ``ns`` and the environment).
+def cli_version(ns: argparse.Namespace, environ: Mapping[str, str]) -> str:
+    """The CLI version to behave as: the flag, else the variable, else 2.0.0."""
+    version = ns.cli_version or environ.get(cli_rules.VERSION_ENV, "").strip()
+    version = version or cli_rules.DEFAULT_VERSION
+    try:
+        cli_rules.major(version)
+    except ValueError as exc:
+        source = "--cli-version" if ns.cli_version else f"${cli_rules.VERSION_ENV}"
+        raise SimUsageError(f"{source}: {exc}") from None
+    return version
 
-    ``environ`` defaults to ``os.environ``. Raises SimUsageError for a bad fault variable.
+
+def _compartment(ns: argparse.Namespace, data_dir: Path) -> str | None:
+    """The flag's compartment, else the one `new-compartment-id` saved in the data dir."""
+    if ns.compartment_id:
+        return str(ns.compartment_id)
+    try:
+        saved = json.loads((data_dir / cli_rules.COMPARTMENT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return str(saved.get("id") or "") or None if isinstance(saved, dict) else None
+
+
+def config_from_args(
+    ns: argparse.Namespace, environ: Mapping[str, str] | None = None, version: str = "2.0.0"
+) -> SimConfig:
+    """Turn parsed arguments into the frozen config (reads only ``ns``, the environment and
+    a saved compartment in the data dir).
+
+    ``environ`` defaults to ``os.environ``. Raises SimUsageError for a bad fault variable,
+    CliRefusal for what the real CLI of `version` refuses.
     """
     faults = fault_values(ns, os.environ if environ is None else environ)
     data_dir = Path(getattr(ns, "data_dir", DEFAULT_DATA_DIR))
+    overrides = cli_rules.parse_set(ns.set) if cli_rules.major(version) >= 2 else {}
+    compartment = _compartment(ns, data_dir)
+    cli_rules.check_start(
+        version,
+        max_common=DEFAULT_MAX_CLIENTS if ns.max_clients is None else ns.max_clients,
+        common_given=ns.max_clients is not None,
+        max_personal=ns.max_personal_clients,
+        compartment=compartment,
+        bandwidth_mbps=DEFAULT_BANDWIDTH_MBPS if ns.bandwidth is None else ns.bandwidth,
+        bandwidth_given=ns.bandwidth is not None,
+        overrides=overrides,
+        limit=None,  # no 1000 ceiling: a load test needs more clients a station
+    )
+    max_clients = ns.max_clients  # the CLI: the flag, else --set, else the default
+    if max_clients is None:
+        max_clients = overrides.get("InproxyMaxCommonClients")
+    reduced = overrides.get("InproxyReducedMaxCommonClients")
     stats_file: Path | None = None
     if ns.stats_file is not None:
         stats_file = Path(ns.stats_file)
@@ -336,9 +406,13 @@ def config_from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None =
             stats_file = data_dir / stats_file  # Conduit puts relative stats files there
     return SimConfig(
         data_dir=data_dir,
-        max_clients=ns.max_clients,
+        max_clients=DEFAULT_MAX_CLIENTS if max_clients is None else int(max_clients),
         max_personal_clients=ns.max_personal_clients,
-        bandwidth_mbps=ns.bandwidth,
+        bandwidth_mbps=DEFAULT_BANDWIDTH_MBPS if ns.bandwidth is None else ns.bandwidth,
+        cli_version=version,
+        compartment_id=compartment,
+        reduced_window=cli_rules.reduced_window(overrides),
+        reduced_max_clients=reduced if isinstance(reduced, int) else None,
         metrics_addr=parse_address(ns.metrics_addr) if ns.metrics_addr else None,
         stats_file=stats_file,
         stats_interval=ns.stats_interval,
@@ -363,11 +437,27 @@ def parse_args(
     Bad arguments exit 2 via argparse; a bad fault variable exits 2 with one line on stderr.
     """
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    environ = os.environ if environ is None else environ
     ns = parser.parse_args(argv)
     try:
-        return config_from_args(ns, environ)
+        version = cli_version(ns, environ)
     except SimUsageError as exc:
         parser.exit(2, f"{PROG}: error: {exc}\n")
+    if ns.version:
+        parser.exit(0, f"conduit version {version}\n")  # cobra's --version line
+    if ns.command is None:
+        parser.error("the following arguments are required: COMMAND")
+    # The real CLI: cobra prints "Error: <why>" and main exits 1.
+    flag = cli_rules.unknown_flag(argv, version)
+    if flag is not None:
+        parser.exit(1, f"Error: unknown flag: {flag}\n")
+    try:
+        return config_from_args(ns, environ, version)
+    except SimUsageError as exc:
+        parser.exit(2, f"{PROG}: error: {exc}\n")
+    except CliRefusal as exc:
+        parser.exit(1, f"Error: {exc}\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TextIO, cast
 
+from . import cli_rules
 from .config import Address, SimConfig, SimError
 from .faults import CpuBurner, MemoryLeak, SessionMemory
 from .keys import StationKey, load_or_create_key
@@ -135,8 +136,10 @@ class Station:
         out: TextIO | None = None,
         err: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
+        self.wall_clock = wall_clock  # the reduced-hours window is in UTC
         self.key = key
         self.sockets = sockets
         self.out = out or sys.stdout
@@ -181,12 +184,12 @@ class Station:
             connecting=self.connecting,
             connected=self.connected,
             # Conduit announces one request per free slot to the broker.
-            announcing=max(0, self.config.max_clients - busy) if live else 0,
+            announcing=max(0, self.max_clients - busy) if live else 0,
             bytes_up=self.bytes_up,
             bytes_down=self.bytes_down,
             uptime_seconds=round(now - self.started, 3),
             idle_seconds=round(now - self.idle_since, 3) if self.idle_since is not None else 0,
-            max_clients=self.config.max_clients,
+            max_clients=self.max_clients,
             max_personal_clients=self.config.max_personal_clients,
             bandwidth_bps=self.config.bandwidth_bps,
             refused=self.refused,
@@ -196,8 +199,18 @@ class Station:
             session_bytes=self.session_memory.held_bytes,
         )
 
+    @property
+    def max_clients(self) -> int:
+        """The client slots now: the reduced-hours value inside its window (UTC)."""
+        cfg = self.config
+        if cfg.reduced_window is None or cfg.reduced_max_clients is None:
+            return cfg.max_clients
+        utc = time.gmtime(self.wall_clock())
+        inside = cli_rules.in_window(cfg.reduced_window, utc.tm_hour * 60 + utc.tm_min)
+        return cfg.reduced_max_clients if inside else cfg.max_clients
+
     def _full(self) -> bool:
-        return self.connected + self.connecting >= self.config.max_clients
+        return self.connected + self.connecting >= self.max_clients
 
     def _counts_changed(self) -> None:
         if self.connected + self.connecting == 0:
@@ -414,7 +427,7 @@ class Station:
             with contextlib.suppress(OSError):
                 conn.send(self.busy)
             conn.close()
-            self.debug(f"tcp client {_peer(peer)} refused: full ({self.config.max_clients})")
+            self.debug(f"tcp client {_peer(peer)} refused: full ({self.max_clients})")
             return
         try:
             # Held from before the greeting, so a client that has read it knows it is held.
@@ -504,7 +517,7 @@ class Station:
             if self._full():
                 self.refused += 1
                 self._send_udp(transport, self.busy, addr)
-                self.debug(f"udp client {_peer(addr)} refused: full ({self.config.max_clients})")
+                self.debug(f"udp client {_peer(addr)} refused: full ({self.max_clients})")
                 return
             rate = self.config.client_rate_bps
             try:
