@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 import annotated_types
 from pydantic import (
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -26,6 +27,7 @@ from pydantic import (
 )
 
 from conduitctl import config_locate
+from conduitctl.conduit_cli import bandwidth_problem, set_problem
 from conduitctl.errors import ConfigError, not_utf8
 from conduitctl.logs import add_secrets
 from conduitctl.settings_types import (
@@ -133,21 +135,54 @@ class Cluster(_Model):
     state_dir: SafePath | None = None
 
 
-class BackendOverride(_Model):
+class _StationLimits(_Model):
+    """The Conduit CLI's rules for the client count and bandwidth (workload and overrides)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_of_the_names(cls, data: Any) -> Any:
+        """max_common_clients (CLI 2.0) or max_clients (1.x): one of them, never both."""
+        if isinstance(data, dict) and "max_common_clients" in data and "max_clients" in data:
+            raise ValueError(
+                "max_common_clients and max_clients are one setting (the CLI 2.0 name and "
+                "the old one); keep max_common_clients"
+            )
+        return data
+
+    @field_validator("bandwidth_mbps", check_fields=False)
+    @classmethod
+    def _cli_bandwidth(cls, mbps: float | None) -> float | None:
+        problem = None if mbps is None else bandwidth_problem(mbps)
+        if problem is not None:
+            raise ValueError(problem)
+        return mbps
+
+
+class BackendOverride(_StationLimits):
     """Per-backend values, as conduit-manager's MAX_CLIENTS_N / BANDWIDTH_N / CPUS_N / MEMORY_N."""
 
-    max_clients: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_clients: int | None = Field(
+        default=None, ge=1, le=1_000_000,
+        validation_alias=AliasChoices("max_common_clients", "max_clients"),
+    )  # fmt: skip
     bandwidth_mbps: float | None = Field(default=None, ge=-1, le=100_000)
     cpus: float | None = Field(default=None, gt=0, le=256)
+
     memory: Size | None = Field(default=None, ge=32 * 1024**2, le=MAX_MEMORY)
 
 
-class Workload(_Model):
+class Workload(_StationLimits):
     profile: Literal["psiphon-conduit", "sim", "generic"] = "psiphon-conduit"
     image: ImageRef | None = None  # default: the profile's image
     flag_dialect: Literal["v2", "v1"] = "v2"
-    max_clients: int = Field(default=250, ge=1, le=1_000_000)
+    # Conduit CLI 2.0's --max-common-clients; `max_clients` (the 1.x name) is still read
+    max_clients: int = Field(
+        default=250, ge=1, le=1_000_000,
+        validation_alias=AliasChoices("max_common_clients", "max_clients"),
+    )  # fmt: skip
     bandwidth_mbps: float = Field(default=40.0, ge=-1, le=100_000)  # -1: unlimited
+    # The CLI's `--set KEY=VALUE` (2.0), from its allowlist, checked by name and type
+    set: dict[str, bool | int | Text] = Field(default_factory=dict)
     metrics_port_base: int = Field(default=29100, ge=1024, le=65000)
     listen_port_base: int = Field(default=28000, ge=1024, le=65000)
     bind_host: HostAddress = "127.0.0.1"  # backends' ports and metrics stay on loopback
@@ -158,6 +193,15 @@ class Workload(_Model):
     # The named opt-out for backends' ports or metrics off loopback (bind_host, or a
     # --metrics-addr of its own in extra_args): refused without it, warned about with it.
     allow_public_bind: bool = False
+
+    @field_validator("set")
+    @classmethod
+    def _allowed_set(cls, value: dict[str, bool | int | str]) -> dict[str, bool | int | str]:
+        for key, item in value.items():
+            problem = set_problem(key, item)
+            if problem is not None:
+                raise ValueError(f"{key}: {problem}")
+        return value
 
     @property
     def listens(self) -> bool:
@@ -314,6 +358,7 @@ class Settings(_Model):
 def check_coherence(s: Settings) -> None:
     """Rules that span sections: listeners, port ranges, overrides, front vs profile."""
     n = s.cluster.containers
+    _check_conduit_cli(s.workload)
     seen: set[tuple[str, int]] = set()
     for listener in s.front.listeners:
         key = (listener.proto.value, listener.port)
@@ -406,6 +451,14 @@ def check_coherence(s: Settings) -> None:
         setting, shown, why = public[0]
         raise CoherenceError(
             setting, shown, f"{why}; keep it on loopback, or set workload.allow_public_bind = true"
+        )
+
+
+def _check_conduit_cli(w: Workload) -> None:
+    """What the real Conduit CLI would refuse at start: found here, not in a crash loop."""
+    if w.set and w.flag_dialect == "v1":
+        raise CoherenceError(
+            "workload.set", w.set, 'the CLI 1.x has no --set; drop it or use flag_dialect = "v2"'
         )
 
 

@@ -27,6 +27,12 @@ def toml_value(value: object) -> str:
         return json.dumps(value, ensure_ascii=False)  # TOML basic strings share JSON's escapes
     if isinstance(value, list | tuple):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table; its keys quoted, whatever they hold
+        return (
+            "{ "
+            + ", ".join(f"{toml_value(str(k))} = {toml_value(v)}" for k, v in value.items())
+            + " }"
+        )
     if hasattr(value, "value"):  # enums
         return toml_value(value.value)
     raise TypeError(f"cannot write {type(value).__name__} to TOML")

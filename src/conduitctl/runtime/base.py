@@ -21,6 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from conduitctl.conduit_cli import set_argv
 from conduitctl.errors import ConduitctlError
 from conduitctl.fleet import BackendSpec, desired_backends
 from conduitctl.labels import LegacySlot
@@ -49,6 +50,7 @@ class LaunchSpec:
     command: tuple[str, ...] | None  # workload.command: replaces the profile's arguments
     hardening: Container
     extra_args: tuple[str, ...] = ()  # workload.extra_args: appended to them
+    set_args: tuple[str, ...] = ()  # workload.set as the CLI's --set KEY=VALUE
 
     @property
     def name(self) -> str:
@@ -71,6 +73,7 @@ class LaunchSpec:
                 listen_addr=b.listen_addr,
                 name=b.name,
                 dialect=self.dialect,
+                set_args=self.set_args,
             )
         )
 
@@ -382,6 +385,7 @@ def launch_specs(settings: Settings) -> list[LaunchSpec]:
             dialect=w.flag_dialect,
             command=tuple(w.command) if w.command else None,
             extra_args=tuple(w.extra_args),
+            set_args=tuple(set_argv(w.set)),
             hardening=settings.container,
         )
         for backend in desired_backends(settings)

@@ -25,6 +25,7 @@ class LaunchArgs:
     listen_addr: str | None
     name: str
     dialect: str
+    set_args: tuple[str, ...] = ()  # CLI 2.0: --set KEY=VALUE pairs (workload.set), checked
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ def conduit_v2_args(args: LaunchArgs) -> list[str]:
         args.metrics_addr,
         "--data-dir",
         args.data_dir,
+        *args.set_args,
     ]
 
 

@@ -1,0 +1,63 @@
+"""What the real Conduit CLI accepts, for the settings that reach its command line (pure).
+
+The rules themselves live in `sim/cli_rules.py`: the simulator's image carries only its own
+package, and conduitctl checks a config against the same table, so a value the CLI would
+refuse is refused at `config check` (exit 2), not found in a crash loop after `up`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from conduitctl.sim.cli_rules import MAX_CLIENTS_LIMIT, SET_KEYS, UNLIMITED_BANDWIDTH
+
+SetValue = bool | int | str
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+# Keys conduitctl sets through its own flags: a --set of them would be overridden or fight
+# the supervisor's degradation, so each names the setting to use instead.
+OWNED_KEYS: Mapping[str, str] = {
+    "InproxyMaxClients": "workload.max_common_clients",
+    "InproxyMaxCommonClients": "workload.max_common_clients",
+    "InproxyLimitDownstreamBytesPerSecond": "workload.bandwidth_mbps",
+    "InproxyLimitUpstreamBytesPerSecond": "workload.bandwidth_mbps",
+}
+
+__all__ = ["MAX_CLIENTS_LIMIT", "SET_KEYS", "bandwidth_problem", "set_argv", "set_problem"]
+
+
+def bandwidth_problem(mbps: float) -> str | None:
+    """Why the CLI refuses `--bandwidth mbps`, or None: at least 1 Mbps, or -1."""
+    if mbps == UNLIMITED_BANDWIDTH or mbps >= 1:
+        return None
+    return "must be at least 1 Mbps, or -1 for unlimited (the Conduit CLI refuses the rest)"
+
+
+def set_problem(key: str, value: object) -> str | None:
+    """Why `--set key=value` is refused, or None: the CLI's allowlist and each key's type."""
+    kind = SET_KEYS.get(key)
+    if key in OWNED_KEYS:
+        return f"conduitctl sets it from {OWNED_KEYS[key]}; set that instead"
+    if kind is None:
+        allowed = ", ".join(sorted(set(SET_KEYS) - set(OWNED_KEYS)))
+        return f"not a key the Conduit CLI's --set takes here; one of: {allowed}"
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        return "takes a whole number"
+    if kind is bool and not isinstance(value, bool):
+        return "takes true or false"
+    if kind is str and not isinstance(value, str):
+        return "takes a string"
+    if key.endswith("Time") and not _HHMM.match(str(value)):
+        return "takes HH:MM, UTC (00:00-23:59)"
+    return None
+
+
+def set_argv(overrides: Mapping[str, SetValue]) -> list[str]:
+    """``--set KEY=VALUE`` for each override, sorted by key (the args hash stays stable);
+    booleans as the CLI parses them (true/false)."""
+    out: list[str] = []
+    for key in sorted(overrides):
+        value = overrides[key]
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        out += ["--set", f"{key}={text}"]
+    return out
