@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install the system packages conduitctl and its tests use, when missing (Debian, as root).
 set -euo pipefail
-# python3: the system Python, for the test scripts that run as nobody (who cannot reach the venv)
-packages=(nginx libnginx-mod-stream haproxy docker.io debootstrap logrotate rsyslog iproute2 nftables prometheus python3)
+# python3: the system Python, for the test scripts that run as nobody (who cannot reach the venv);
+# libcap2-bin: capsh, for a test that drops CAP_SYS_RESOURCE
+packages=(nginx libnginx-mod-stream haproxy docker.io debootstrap logrotate rsyslog iproute2 nftables prometheus python3 libcap2-bin)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

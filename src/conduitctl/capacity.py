@@ -3,8 +3,11 @@
 Limits side by side, each in concurrent clients:
 - cpu:     Psiphon's guidance, 150-350 concurrent users per 1 CPU (+ 2 GB RAM);
 - memory:  the same guidance per 2 GB of RAM, after a reserve for the OS, front and daemon;
-- network: sustained fraction x NIC Mbps (x 2 on a full-duplex NIC, the review's math)
-           / (Mbps per client x active ratio);
+- network: sustained fraction x NIC Mbps / (Mbps per client x active ratio). A relay's
+           bytes cross the NIC in both directions (in from one side, out to the other), so a
+           full-duplex NIC doubles nothing; a half-duplex one halves it. The review doubled it
+           (1,066 for its host, not 533); the plan shows that figure beside, with the reason.
+           Mbps per client is a demand estimate, not a station's `--bandwidth` cap;
 - fds:     file descriptors: each container's nofile, and the host's fs.file-max.
 The plan uses a stated point inside Psiphon's range; the bottleneck is the smallest limit.
 """
@@ -60,6 +63,7 @@ class Limit:
     low: int
     high: int
     basis: str
+    note: str | None = None  # a figure someone else gives for it, and why it differs
 
 
 @dataclass(frozen=True)
@@ -100,18 +104,24 @@ def memory_limit(memory_gb: float) -> Limit:
     )
 
 
+def usable_mbps(p: PlanInput) -> float:
+    """What the NIC carries for the relay, each way: a half-duplex link shares one."""
+    return p.sustained_fraction * p.nic_mbps * (1 if p.duplex else 0.5)
+
+
 def network_limit(p: PlanInput) -> Limit:
-    directions = 2 if p.duplex else 1
-    usable = p.sustained_fraction * p.nic_mbps * directions
     per_client = p.mbps_per_client * p.active_ratio
-    clients = math.floor(usable / per_client)
+    clients = math.floor(usable_mbps(p) / per_client)
+    doubled = math.floor(2 * usable_mbps(p) / per_client)
     return Limit(
         clients=clients,
         low=clients,
         high=clients,
         basis=f"{p.sustained_fraction:g} x {p.nic_mbps:g} Mbps"
-        f"{' x 2 (full duplex)' if p.duplex else ''} / ({p.mbps_per_client:g} Mbps x "
-        f"{p.active_ratio:g} active)",
+        f"{'' if p.duplex else ' / 2 (half duplex)'} / ({p.mbps_per_client:g} Mbps demand "
+        f"per client x {p.active_ratio:g} active)",
+        note=f"the review's method gives {doubled:,}: it counts a full-duplex NIC twice, but "
+        "a relay's bytes cross the NIC in both directions, so duplex doubles nothing",
     )
 
 
@@ -150,7 +160,7 @@ def make_plan(p: PlanInput) -> Plan:
         "cpu_percent_of_host": round(100 * total / GUIDANCE_PLAN / p.cpus, 1),
         "ram_mb": round(total * MB_PER_CLIENT + containers * MB_PER_CONTAINER_BASE),
         "network_mbps": round(total * p.mbps_per_client * p.active_ratio, 1),
-        "network_usable_mbps": round(p.sustained_fraction * p.nic_mbps * (2 if p.duplex else 1), 1),
+        "network_usable_mbps": round(usable_mbps(p), 1),
     }
     return Plan(
         containers=containers,
@@ -205,6 +215,11 @@ def _warnings(
         warnings.append(
             f"{per_container} clients per container exceeds Conduit's ceiling of "
             f"{MAX_CLIENTS_CEILING}; use more containers"
+        )
+    if containers > 1:
+        warnings.append(
+            f"{containers} stations on one host share its public IP: more capacity, no IP "
+            "diversity (Psiphon's guide: spread stations across data centres)"
         )
     if requested and containers > p.cpus * 4:
         warnings.append(

@@ -440,29 +440,38 @@ def evaluate(settings: Settings, facts: PreflightFacts) -> list[Check]:
     return checks
 
 
+def nofile_grant(
+    runtime: str,
+    *,
+    dockerd_hard: int | None,
+    can_raise: bool,
+    nr_open: int | None,
+    own_hard: int,
+) -> tuple[int, str, str]:
+    """The most open files a backend can be granted on this host: (limit, who grants it,
+    how to raise it). Preflight checks container.nofile against it; init writes within it."""
+    if runtime == "docker" and dockerd_hard:
+        return dockerd_hard, "dockerd", (
+            "raise dockerd's limit (LimitNOFILE= in docker.service, or `ulimit -Hn` where "
+            "dockerd starts)"
+        )  # fmt: skip
+    hint = ("raise the hard limit conduitctl starts with (ulimit -Hn, or LimitNOFILE= in the "
+            "conduitctl systemd unit)")  # fmt: skip
+    if can_raise and nr_open:
+        return nr_open, "conduitctl (CAP_SYS_RESOURCE, up to fs.nr_open)", hint
+    return own_hard, "conduitctl", hint
+
+
 def _container_nofile(settings: Settings, facts: PreflightFacts) -> Check:
-    nofile = settings.container.nofile
-    runtime = settings.cluster.runtime
-    if runtime == "docker" and facts.docker is not None and facts.docker.nofile_hard:
-        return check_container_nofile(
-            nofile,
-            runtime,
-            facts.docker.nofile_hard,
-            "dockerd",
-            raise_hint="raise dockerd's limit (LimitNOFILE= in docker.service, or "
-            "`ulimit -Hn` where dockerd starts)",
-        )
-    if facts.can_raise_nofile and facts.nr_open:
-        grant, granter = facts.nr_open, "conduitctl (CAP_SYS_RESOURCE, up to fs.nr_open)"
-    else:
-        grant, granter = facts.nofile_hard, "conduitctl"
+    grant, granter, hint = nofile_grant(
+        settings.cluster.runtime,
+        dockerd_hard=facts.docker.nofile_hard if facts.docker is not None else None,
+        can_raise=facts.can_raise_nofile,
+        nr_open=facts.nr_open,
+        own_hard=facts.nofile_hard,
+    )
     return check_container_nofile(
-        nofile,
-        runtime,
-        grant,
-        granter,
-        raise_hint="raise the hard limit conduitctl starts with (ulimit -Hn, or "
-        "LimitNOFILE= in the conduitctl systemd unit)",
+        settings.container.nofile, settings.cluster.runtime, grant, granter, raise_hint=hint
     )
 
 

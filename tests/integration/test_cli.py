@@ -42,9 +42,10 @@ def test_plan_worked_case_json():
     )
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
-    assert plan["limits"]["network"]["clients"] == 1066
+    assert plan["limits"]["network"]["clients"] == 533
+    assert "1,066" in plan["limits"]["network"]["note"]
     assert plan["bottleneck"] == "memory"
-    assert plan["warnings"] == []
+    assert [w for w in plan["warnings"] if "public IP" not in w] == []
 
 
 def test_plan_flags_review_configuration():
@@ -63,7 +64,8 @@ def test_plan_flags_review_configuration():
     )
     assert result.returncode == 0
     assert "over-provisioned" in result.stdout
-    assert "network (1,066)" in result.stdout
+    assert "network (533)" in result.stdout
+    assert "8 stations on one host share its public IP" in result.stdout
 
 
 def test_plan_defaults_from_this_host():
@@ -159,6 +161,28 @@ def test_init_then_check(tmp_path):
     # never overwrite silently
     again = run("init", cwd=tmp_path)
     assert again.returncode == 2 and "--force" in again.stderr
+
+
+def test_init_writes_only_the_open_files_this_host_grants(tmp_path):
+    """Under a hard limit of 4096 open files (and without CAP_SYS_RESOURCE to raise it: the
+    process runtime's grant), init writes container.nofile and front.nofile within it, so
+    its own config passes the preflight checks of both."""
+
+    def low_limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 4096))
+
+    argv = [CONDUITCTL, "init", "--runtime", "process", "--profile", "sim"]
+    if os.geteuid() == 0:  # root may raise its own limit: drop that capability first
+        argv = ["capsh", "--drop=cap_sys_resource", "--", "-c", " ".join(argv)]
+    env = {**os.environ, "CONDUITCTL_CONFIG": ""}
+    result = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                            env=env, preexec_fn=low_limit)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    check = json.loads(run("config", "check", "--json", cwd=tmp_path).stdout)["settings"]
+    assert check["container"]["nofile"] == 4096
+    assert check["front"]["nofile"] == 4096
 
 
 def test_import_settings_writes_0600_and_never_prints_secret(tmp_path):

@@ -5,9 +5,12 @@ from conduitctl.capacity import PlanInput, make_plan
 REVIEW_HOST = dict(cpus=2, memory_gb=4, nic_mbps=1000, mbps_per_client=3, active_ratio=0.5)
 
 
-def test_worked_case_network_limit_is_1066():
-    plan = make_plan(PlanInput(**REVIEW_HOST))
-    assert plan.limits["network"].clients == 1066
+def test_worked_case_network_limit_is_533_with_the_reviews_1066_beside():
+    """800 Mbps / (3 Mbps x 0.5) = 533 already counts every client; a relay's bytes cross
+    the NIC both ways, so a full-duplex NIC doubles nothing (the review doubled it)."""
+    network = make_plan(PlanInput(**REVIEW_HOST)).limits["network"]
+    assert network.clients == 533
+    assert network.note is not None and "1,066" in network.note and "duplex" in network.note
 
 
 def test_worked_case_limits_side_by_side():
@@ -17,7 +20,10 @@ def test_worked_case_limits_side_by_side():
     assert (memory.low, memory.clients, memory.high) == (262, 437, 612)  # 3.5 GB usable
     assert plan.bottleneck == "memory"
     assert plan.total_clients <= memory.clients
-    assert plan.warnings == []
+    assert plan.warnings == [
+        "2 stations on one host share its public IP: more capacity, no IP diversity "
+        "(Psiphon's guide: spread stations across data centres)"
+    ]
 
 
 def test_review_configuration_is_flagged_naming_the_limits():
@@ -34,8 +40,8 @@ def test_review_configuration_is_flagged_naming_the_limits():
 def test_network_bound_host():
     plan = make_plan(PlanInput(cpus=16, memory_gb=64, nic_mbps=100, mbps_per_client=3))
     assert plan.bottleneck == "network"
-    assert plan.limits["network"].clients == 106  # 0.8 x 100 x 2 / 1.5
-    assert plan.total_clients <= 106
+    assert plan.limits["network"].clients == 53  # 0.8 x 100 / 1.5
+    assert plan.total_clients <= 53
 
 
 def test_half_duplex_halves_network_limit():
@@ -54,7 +60,12 @@ def test_recommendation_respects_containers_given():
     plan = make_plan(PlanInput(**REVIEW_HOST, containers=4))
     assert plan.containers == 4
     assert plan.max_clients_per_container == 437 // 4
-    assert plan.warnings == []
+    assert [w for w in plan.warnings if "public IP" not in w] == []
+
+
+def test_one_station_shares_no_ip_and_is_not_warned():
+    plan = make_plan(PlanInput(**REVIEW_HOST, containers=1))
+    assert not any("public IP" in w for w in plan.warnings)
 
 
 def test_recommendation_never_exceeds_conduit_ceiling():

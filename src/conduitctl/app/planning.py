@@ -6,7 +6,10 @@ from __future__ import annotations
 from conduitctl.capacity import PlanInput
 from conduitctl.errors import BadInput
 from conduitctl.hostinfo import DEFAULT_NIC_MBPS, host_facts
+from conduitctl.observe.machine import nofile_limit
 from conduitctl.settings import Settings
+
+NOFILE_FLOOR = 1024  # container.nofile's lowest allowed value
 
 
 def plan_input(
@@ -49,3 +52,9 @@ def plan_input(
     except ValueError as exc:
         raise BadInput(f"plan: {exc}; see conduitctl plan --help") from None
     return built, notes
+
+
+def container_nofile_for(runtime: str, wanted: int) -> int:
+    """`wanted` open files a backend, lowered to what this host can grant `runtime`'s
+    backends (preflight's own rule), and never under the setting's floor: what init writes."""
+    return max(min(wanted, nofile_limit(runtime)), NOFILE_FLOOR)

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from conduitctl import __version__
-from conduitctl.app.planning import plan_input
+from conduitctl.app.planning import container_nofile_for, plan_input
 from conduitctl.capacity import Plan, make_plan
 from conduitctl.cli.common import (
     ConfigOpt,
@@ -30,6 +30,8 @@ from conduitctl.errors import BadInput, CheckFailed, not_utf8
 from conduitctl.hostinfo import render_env
 from conduitctl.legacy import convert, parse_settings_conf
 from conduitctl.settings import (
+    Container,
+    Front,
     Settings,
     find_config,
     hardening_warnings,
@@ -58,6 +60,9 @@ def _print_plan(plan: Plan, notes: list[str]) -> None:
         span = "" if limit.low == limit.high else f"{limit.low:,}-{limit.high:,}"
         table.add_row(f"{name}{marker}", f"{limit.clients:,}", span, limit.basis)
     out.print(table)
+    for name, limit in plan.limits.items():
+        if limit.note:
+            out.print(f"[dim]{name}: {limit.note}[/]")
     verb = "Requested" if plan.requested else "Recommended"
     out.print(
         f"[bold]{verb}[/]: {plan.containers} containers x {plan.max_clients_per_container} "
@@ -84,7 +89,14 @@ def plan(
     nic_mbps: Annotated[
         float | None, typer.Option(help="NIC speed in Mbps (default: the kernel's)", min=1)
     ] = None,
-    bandwidth_mbps: Annotated[float, typer.Option(help="Mbps per active client", min=0.01)] = 3.0,
+    bandwidth_mbps: Annotated[
+        float,
+        typer.Option(
+            help="Mbps each active client demands: an estimate of demand, not a station's "
+            "--bandwidth cap",
+            min=0.01,
+        ),
+    ] = 3.0,
     active_ratio: Annotated[
         float, typer.Option(help="fraction of clients moving data at once", min=0.01, max=1)
     ] = 0.5,
@@ -140,20 +152,25 @@ def init(
     result = make_plan(planned)
     n = result.containers
     usable_mb = max(int((planned.memory_gb - 0.5) * 1024), 64 * n)
+    chosen_runtime = runtime or ("docker" if _docker_available() else "process")
     data: dict[str, Any] = {
-        "cluster": {
-            "containers": n,
-            "runtime": runtime or ("docker" if _docker_available() else "process"),
-        },
+        "cluster": {"containers": n, "runtime": chosen_runtime},
         "workload": {"profile": profile, "max_clients": result.max_clients_per_container},
         "container": {
             "cpus": max(round(planned.cpus / n, 2), 0.1),
             "memory": f"{max(usable_mb // n, 64)}m",
+            # what preflight checks: never more open files than this host can grant
+            "nofile": container_nofile_for(chosen_runtime, Container().nofile),
         },
         "host": {"nic_mbps": planned.nic_mbps},
     }
     if profile != "psiphon-conduit":
-        data["front"] = {"kind": "nginx", "listeners": ["tcp:443", "udp:443"]}
+        data["front"] = {
+            "kind": "nginx",
+            "listeners": ["tcp:443", "udp:443"],
+            # the front runs as this process's child: the process runtime's grant
+            "nofile": container_nofile_for("process", Front().nofile),
+        }
     settings = settings_from_dict(data, source="init")
     header = [
         f"Written by conduitctl init {__version__} for this host: "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -33,7 +34,7 @@ from conduitctl.preflight_facts import (
     PortFact,
     PreflightFacts,
 )
-from conduitctl.preflight_rules import MIB
+from conduitctl.preflight_rules import MIB, nofile_grant
 from conduitctl.render.check_front import find_tool
 from conduitctl.runtime import docker_facts
 from conduitctl.settings import Settings
@@ -245,6 +246,20 @@ def clock_fact(
     else:
         tried.append("no chronyc")
     return ClockFact(None, None, "; ".join(tried))
+
+
+def nofile_limit(runtime: str) -> int:
+    """The most open files a backend of `runtime` can be granted here (preflight's rule),
+    read without the rest of the facts: what `init` writes as container.nofile at most."""
+    dockerd_hard = docker_facts.dockerd_nofile() if runtime == "docker" else None
+    grant, _granter, _hint = nofile_grant(
+        runtime,
+        dockerd_hard=dockerd_hard,
+        can_raise=_can_raise_nofile(),
+        nr_open=read_int("/proc/sys/fs/nr_open"),
+        own_hard=resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+    )
+    return grant
 
 
 def gather_facts(settings: Settings, config_path: Path) -> PreflightFacts:
