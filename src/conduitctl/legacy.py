@@ -33,6 +33,7 @@ class Imported:
     data: dict[str, Any]
     ignored: list[str] = field(default_factory=list)
     has_secrets: bool = False
+    given: frozenset[str] = frozenset()  # the keys settings.conf set (not defaults)
 
 
 def parse_settings_conf(text: str, source: str = "settings.conf") -> dict[str, str]:
@@ -121,4 +122,5 @@ def convert(values: dict[str, str], source: str = "settings.conf") -> Imported:
     if alerts:
         data["alerts"] = alerts
     ignored = sorted(k for k in values if k not in used)
-    return Imported(data=data, ignored=ignored, has_secrets=bool(alerts))
+    given = frozenset(k for k, val in values.items() if val != "")
+    return Imported(data=data, ignored=ignored, has_secrets=bool(alerts), given=given)

@@ -117,6 +117,11 @@ class StateDir:
         """Present while the fleet runs in conduit-manager's layout (`rollback --legacy`)."""
         return self.root / "legacy.json"
 
+    @property
+    def migration(self) -> Path:
+        """`migrate`'s journal: each conduit-manager station, and how far its hand-over got."""
+        return self.root / "migration.json"
+
     # --- data -------------------------------------------------------------------------------
     @property
     def key_backups(self) -> Path:

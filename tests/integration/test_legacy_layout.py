@@ -4,7 +4,10 @@ layout on the same identity keys, and comes back."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
+import json
 import re
 import socket
 import time
@@ -289,3 +292,132 @@ def test_cli_rollback_legacy_then_up_comes_back(fleet: Path, client: Any) -> Non
     assert {n: sha(k) for n, k in wait_keys(keys, settings.backend_names()).items()} == originals
     assert not legacy_active(settings.state_dir)
     cli("daemon-stop", "--config", str(config))
+
+
+# --- conduitctl migrate: conduit-manager's own stations, not ours -----------------------------
+
+SSMIRR = "ghcr.io/ssmirr/conduit/conduit:latest"  # conduit-manager's image name
+MANAGER_LAYOUT = [("conduit", "conduit-data"), ("conduit-2", "conduit-data-2"),
+                  ("conduit-3", "conduit-data-3")]  # fmt: skip
+
+
+@pytest.fixture
+def ssmirr_image(client: Any, sim_image: str) -> Iterator[str]:
+    """conduit-manager's image name on a simulator that speaks the CLI 1.x (--max-clients),
+    as the ssmirr fork does; built here from the local simulator, untagged afterwards."""
+    dockerfile = f"FROM {sim_image}\nENV CONDUIT_SIM_CLI_VERSION=1.5.0\n".encode()
+    client.images.build(fileobj=io.BytesIO(dockerfile), tag=SSMIRR, pull=False, rm=True)
+    try:
+        yield SSMIRR
+    finally:
+        with contextlib.suppress(docker.errors.APIError):
+            client.images.remove(SSMIRR)
+
+
+@pytest.fixture
+def manager_host(client: Any, ssmirr_image: str) -> Iterator[dict[str, str]]:
+    """Three stations as conduit-manager runs them: `conduit`, `conduit-2`, `conduit-3` on
+    `conduit-data`, `conduit-data-2`, `conduit-data-3`, host networking, the 1.x flags, no
+    label of ours. Yields each container's key sha256 once every station wrote its key.
+    Ask for it before `fleet`: the fleet goes first at teardown, then these volumes."""
+    made = []
+    try:
+        for name, volume in MANAGER_LAYOUT:
+            made.append(client.containers.run(
+                ssmirr_image, name=name, detach=True, network_mode="host",
+                labels={TEST_LABEL: "legacy-layout"}, restart_policy={"Name": "unless-stopped"},
+                volumes={volume: {"bind": DATA_DIR, "mode": "rw"}},
+                command=["start", "--max-clients", "40", "-b", "5", "--data-dir", DATA_DIR],
+            ))  # fmt: skip
+        deadline = time.monotonic() + 20
+        keys: dict[str, str] = {}
+        while len(keys) < len(MANAGER_LAYOUT) and time.monotonic() < deadline:
+            keys = {n: k for n, v in MANAGER_LAYOUT if (k := sha(volume_key(client, v)))}
+            time.sleep(0.1)
+        assert len(keys) == len(MANAGER_LAYOUT), keys
+        yield keys
+    finally:
+        for container in client.containers.list(all=True, ignore_removed=True):
+            if (container.labels or {}).get(TEST_LABEL) == "legacy-layout":
+                container.remove(force=True)
+        for _, volume in MANAGER_LAYOUT:
+            with contextlib.suppress(docker.errors.NotFound):
+                client.volumes.get(volume).remove(force=True)
+
+
+def test_migrate_moves_three_manager_stations_with_every_key(
+    manager_host: dict[str, str], fleet: Path, client: Any
+) -> None:
+    config = fleet
+    shown = json.loads(cli("migrate", "--config", str(config), "--json").stdout)
+    assert shown["layout"] == "standard" and shown["v1_flags"] and shown["image"] == SSMIRR
+    assert [(s["container"], s["backend"], s["target_volume"]) for s in shown["stations"]] == [
+        ("conduit", "conduit-1", "conduit-data-1"),
+        ("conduit-2", "conduit-2", "conduit-data-2"),
+        ("conduit-3", "conduit-3", "conduit-data-3"),
+    ]
+    assert {s["container"]: s["key_sha256"] for s in shown["stations"]} == manager_host
+    assert shown["moved"] == [] and shown["refusals"] == []
+    # without --yes nothing changed: the stations still run as conduit-manager made them
+    assert {c.name for c in client.containers.list() if c.name in manager_host} == set(manager_host)
+
+    done = json.loads(cli("migrate", "--yes", "--config", str(config), "--json").stdout)
+    assert done["moved"] == ["conduit-1", "conduit-2", "conduit-3"]
+    assert done["removed"] == ["conduit", "conduit-2", "conduit-3"]
+    settings, runtime, _ = edges(config)
+    keys = DockerKeys(settings, runtime)
+    # every key byte-identical, each under the station of the same number
+    assert {n: sha(keys.read(b)) for n, b in
+            (("conduit", "conduit-1"), ("conduit-2", "conduit-2"), ("conduit-3", "conduit-3"))} \
+        == manager_host  # fmt: skip
+    assert all(b.state == State.RUNNING for b in runtime.backends())
+    left = {c.name for c in client.containers.list(all=True, ignore_removed=True)}
+    assert "conduit" not in left and not any(n.endswith("-pre-conduitctl") for n in left)
+    volumes = {v.name for v in client.volumes.list()}
+    assert {"conduit-data", "conduit-data-2", "conduit-data-3"} <= volumes  # never removed
+    journal = json.loads((settings.state_dir / "migration.json").read_text())
+    assert {s["state"] for s in journal["stations"]} == {"removed (volume kept)"}
+
+
+def test_migrate_refuses_two_keys_for_one_station_and_changes_nothing(
+    manager_host: dict[str, str], fleet: Path, client: Any
+) -> None:
+    """The issue's host: an earlier `up` made conduit-1 on a new volume with a new key."""
+    config = fleet
+    settings, runtime, _ = edges(config)
+    keys = DockerKeys(settings, runtime)
+    other = b'{"mnemonic": "x", "privateKeyBase64": "eA=="}'
+    keys.write_volume("conduit-data-1", other, via="conduit-1",
+                      create_labels=keys.owned_labels("conduit-1"))  # fmt: skip
+    before = {c.name: (c.id, c.status) for c in client.containers.list(all=True)}
+    result = cli("migrate", "--yes", "--config", str(config), check=False)
+    assert result.returncode == 2, result.stderr
+    assert (
+        result.stderr.count("\n") == 1
+        and "nothing changed: two keys for station 1" in result.stderr
+    )
+    assert {c.name: (c.id, c.status) for c in client.containers.list(all=True)} == before
+    assert keys.read("conduit-1") == other
+    assert not (settings.state_dir / "migration.json").exists()
+
+
+def test_a_station_that_does_not_come_up_runs_in_its_own_container_again(
+    manager_host: dict[str, str], fleet: Path, client: Any
+) -> None:
+    config = fleet
+    text = re.sub(
+        r"(?m)^extra_args = .*$", 'extra_args = ["--crash-after", "0"]', config.read_text()
+    )
+    config.write_text(text)  # every backend of ours dies at once
+    result = cli("migrate", "--yes", "--config", str(config), check=False, timeout=90)
+    assert result.returncode == 1, result.stderr
+    assert "conduit-1 did not come up on conduit's key (it exited" in result.stderr
+    assert "conduit runs again in its own container" in result.stderr
+    station = client.containers.get("conduit")
+    assert station.status == "running"
+    assert station.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    settings, runtime, _ = edges(config)
+    assert [b.name for b in runtime.backends()] == []  # ours removed, its volume kept
+    assert sha(DockerKeys(settings, runtime).read("conduit-1")) == manager_host["conduit"]
+    for name in ("conduit-2", "conduit-3"):  # the stations after it were not touched
+        assert client.containers.get(name).status == "running"

@@ -16,7 +16,7 @@ import typer
 # Each command module registers its commands on `app` when it is imported; this order is
 # the order of `conduitctl --help`.
 # isort: off
-from conduitctl.cli import setup, fleet, operate, supervisor, change, drills  # noqa: F401
+from conduitctl.cli import setup, migrate, fleet, operate, supervisor, change, drills  # noqa: F401
 
 # isort: on
 from conduitctl.cli.common import app, err

@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from conduitctl import __version__
+from conduitctl.app.migrate import load_settings_conf
 from conduitctl.app.planning import container_nofile_for, plan_input
 from conduitctl.capacity import Plan, make_plan
 from conduitctl.cli.common import (
@@ -26,9 +27,8 @@ from conduitctl.cli.common import (
     out,
     sim_app,
 )
-from conduitctl.errors import BadInput, CheckFailed, not_utf8
+from conduitctl.errors import BadInput, CheckFailed
 from conduitctl.hostinfo import render_env
-from conduitctl.legacy import convert, parse_settings_conf
 from conduitctl.settings import (
     Container,
     Front,
@@ -233,18 +233,7 @@ def import_settings(
     as_json: JsonOpt = False,
 ) -> None:
     """Convert conduit-manager's settings.conf into conduit.toml (0600 when it holds secrets)."""
-    try:
-        data = source.read_bytes()
-    except OSError as exc:
-        raise BadInput(
-            f"{source}: cannot read ({exc.strerror}); pass the path of conduit-manager's "
-            "settings.conf"
-        ) from None
-    try:
-        text = data.decode()
-    except UnicodeDecodeError as exc:
-        raise BadInput(not_utf8(str(source), data, exc)) from None
-    imported = convert(parse_settings_conf(text, str(source)), str(source))
+    imported = load_settings_conf(source)
     settings = settings_from_dict(imported.data, source=str(source))
     path = output or find_config(config)
     header = [f"Imported from {source} by conduitctl import-settings."]

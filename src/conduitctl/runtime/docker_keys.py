@@ -61,7 +61,7 @@ class DockerKeys:
         """The named volume that holds `backend`'s data ({cluster}-data-{i})."""
         return labels.volume_name(self.cluster, int(backend.rsplit("-", 1)[1]))
 
-    def _owned_labels(self, backend: str) -> dict[str, str]:
+    def owned_labels(self, backend: str) -> dict[str, str]:
         # the same labels the runtime gives its volumes
         return {
             labels.LABEL_OWNER: labels.OWNER,
@@ -132,7 +132,7 @@ class DockerKeys:
 
     def write(self, backend: str, data: bytes) -> None:
         self.write_volume(
-            self.volume_of(backend), data, via=backend, create_labels=self._owned_labels(backend)
+            self.volume_of(backend), data, via=backend, create_labels=self.owned_labels(backend)
         )
 
     def write_volume(
