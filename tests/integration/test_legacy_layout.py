@@ -297,6 +297,9 @@ def test_cli_rollback_legacy_then_up_comes_back(fleet: Path, client: Any) -> Non
 # --- conduitctl migrate: conduit-manager's own stations, not ours -----------------------------
 
 SSMIRR = "ghcr.io/ssmirr/conduit/conduit:latest"  # conduit-manager's image name
+# Serial: running stations named `conduit*` without our labels make every docker fleet on
+# this host refuse `up` (a conduit-manager station runs here), as they should.
+HOST_WIDE = pytest.mark.serial
 MANAGER_LAYOUT = [("conduit", "conduit-data"), ("conduit-2", "conduit-data-2"),
                   ("conduit-3", "conduit-data-3")]  # fmt: skip
 
@@ -345,6 +348,7 @@ def manager_host(client: Any, ssmirr_image: str) -> Iterator[dict[str, str]]:
                 client.volumes.get(volume).remove(force=True)
 
 
+@HOST_WIDE
 def test_migrate_moves_three_manager_stations_with_every_key(
     manager_host: dict[str, str], fleet: Path, client: Any
 ) -> None:
@@ -379,6 +383,7 @@ def test_migrate_moves_three_manager_stations_with_every_key(
     assert {s["state"] for s in journal["stations"]} == {"removed (volume kept)"}
 
 
+@HOST_WIDE
 def test_migrate_refuses_two_keys_for_one_station_and_changes_nothing(
     manager_host: dict[str, str], fleet: Path, client: Any
 ) -> None:
@@ -401,6 +406,7 @@ def test_migrate_refuses_two_keys_for_one_station_and_changes_nothing(
     assert not (settings.state_dir / "migration.json").exists()
 
 
+@HOST_WIDE
 def test_a_station_that_does_not_come_up_runs_in_its_own_container_again(
     manager_host: dict[str, str], fleet: Path, client: Any
 ) -> None:
