@@ -133,18 +133,21 @@ def plan_migration(
     our_keys: Mapping[int, str | None],
     ours_running: set[int],
     found_names: set[str],
+    in_volumes: bool = True,
 ) -> tuple[list[Step], list[str]]:
     """The steps, one station at a time in index order, or the refusals that stop it whole.
 
     `our_keys`: sha256 of the key each of our volumes holds now (None: none yet, or no
     volume); `ours_running`: indexes whose backend of ours runs; `found_names`: every
-    container name on the host (an aside name must be free)."""
+    container name on the host (an aside name must be free); `in_volumes`: our keys live in
+    docker volumes named {cluster}-data-{i} (the docker runtime), so a station's volume of
+    that name is ours too. The process runtime keeps them in data dirs: always a copy."""
     steps: list[Step] = []
     refusals: list[str] = []
     seen: dict[str, str] = {}
     for s in stations:
         backend = f"{cluster}-{s.index}"
-        target = volume_name(cluster, s.index)
+        target = volume_name(cluster, s.index) if in_volumes else f"the data dir of {backend}"
         if s.key_sha256 is None:
             refusals.append(
                 f"{s.container}: its volume {s.volume} holds no conduit_key.json, so there is "
@@ -169,7 +172,8 @@ def plan_migration(
                 f"{s.key_sha256[:12]}, conduitctl's {target} holds {ours[:12]}; back up and "
                 f"set aside the one to drop by hand (conduitctl never overwrites a key)"
             )
-        if s.index in ours_running and s.container != backend:
+        # On docker a container of ours cannot bear the station's own name: that one is it.
+        if s.index in ours_running and not (in_volumes and s.container == backend):
             refusals.append(
                 f"{backend} (conduitctl's) runs beside {s.container}: stop it first "
                 f"(conduitctl down), never two stations at once"

@@ -131,3 +131,23 @@ def test_a_containers_inspect_document():
     assert found == box("conduit-2", "conduit-data-2", restart_policy="unless-stopped")
     attrs["Config"]["Labels"] = {"io.conduitctl.owner": "conduitctl"}
     assert found_container(attrs, "/home/conduit/data").ours
+
+
+def test_on_the_process_runtime_every_key_is_copied_into_a_data_dir():
+    """Our keys live in data dirs there: `conduit-data-2` is only the station's volume, so its
+    key is copied too, and another key already in our data dir is a doubt."""
+    stations, _, _ = keyed(
+        [box("conduit", "conduit-data"), box("conduit-2", "conduit-data-2")],
+        {"conduit": "a" * 64, "conduit-2": "b" * 64},
+    )
+    steps, refused = plan(stations, in_volumes=False)
+    assert refused == [] and not any(s.shared_volume for s in steps)
+    assert steps[1].target_volume == "the data dir of conduit-2"
+    _, refused = plan(stations, in_volumes=False, our_keys={2: "f" * 64})
+    assert [r.split(":")[0] for r in refused] == ["two keys for station 2"]
+
+
+def test_on_the_process_runtime_ours_running_beside_a_same_named_station_is_refused():
+    stations, _, _ = keyed([box("conduit-2", "conduit-data-2")], {"conduit-2": "b" * 64})
+    refused = plan(stations, in_volumes=False, ours_running={2})[1]
+    assert any("conduit-2 (conduitctl's) runs beside conduit-2" in r for r in refused)

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Protocol
 
 from conduitctl.errors import BadInput, ConduitctlError
-from conduitctl.labels import volume_name
 from conduitctl.migrate_plan import (
     FoundContainer,
     MigrationPlan,
@@ -100,10 +99,7 @@ def survey(settings: Settings, runtime: Runtime, host: ManagerHost) -> Survey:
     store = runtime.key_store(settings)
     our_keys: dict[int, str | None] = {}
     for s in keyed:
-        if volume_name(cluster, s.index) == s.volume:
-            our_keys[s.index] = s.key_sha256  # one volume, one key
-            continue
-        ours = store.read(f"{cluster}-{s.index}")
+        ours = store.read(f"{cluster}-{s.index}")  # the station's own key where it is its volume
         our_keys[s.index] = sha256_hex(ours) if ours else None
     running = {b.index for b in runtime.backends() if b.state == State.RUNNING}
     steps, more = plan_migration(
@@ -113,6 +109,7 @@ def survey(settings: Settings, runtime: Runtime, host: ManagerHost) -> Survey:
         our_keys=our_keys,
         ours_running=running,
         found_names={c.name for c in found},
+        in_volumes=settings.cluster.runtime == "docker",
     )
     refusals += more
     if not keyed and not refusals:
