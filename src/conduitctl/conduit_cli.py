@@ -7,13 +7,17 @@ refuse is refused at `config check` (exit 2), not found in a crash loop after `u
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
-from conduitctl.sim.cli_rules import MAX_CLIENTS_LIMIT, SET_KEYS, UNLIMITED_BANDWIDTH
+from conduitctl.sim.cli_rules import (
+    MAX_CLIENTS_LIMIT,
+    SET_KEYS,
+    UNLIMITED_BANDWIDTH,
+    is_hhmm,
+    wrong_type,
+)
 
 SetValue = bool | int | str
-_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 # Keys conduitctl sets through its own flags: a --set of them would be overridden or fight
 # the supervisor's degradation, so each names the setting to use instead.
 OWNED_KEYS: Mapping[str, str] = {
@@ -33,6 +37,9 @@ def bandwidth_problem(mbps: float) -> str | None:
     return "must be at least 1 Mbps, or -1 for unlimited (the Conduit CLI refuses the rest)"
 
 
+TAKES = {int: "takes a whole number", bool: "takes true or false", str: "takes a string"}
+
+
 def set_problem(key: str, value: object) -> str | None:
     """Why `--set key=value` is refused, or None: the CLI's allowlist and each key's type."""
     kind = SET_KEYS.get(key)
@@ -41,13 +48,10 @@ def set_problem(key: str, value: object) -> str | None:
     if kind is None:
         allowed = ", ".join(sorted(set(SET_KEYS) - set(OWNED_KEYS)))
         return f"not a key the Conduit CLI's --set takes here; one of: {allowed}"
-    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-        return "takes a whole number"
-    if kind is bool and not isinstance(value, bool):
-        return "takes true or false"
-    if kind is str and not isinstance(value, str):
-        return "takes a string"
-    if key.endswith("Time") and not _HHMM.match(str(value)):
+    wrong = wrong_type(key, value)
+    if wrong is not None:
+        return TAKES[wrong]
+    if key.endswith("Time") and not is_hhmm(value):
         return "takes HH:MM, UTC (00:00-23:59)"
     return None
 

@@ -167,7 +167,6 @@ class BackendOverride(_StationLimits):
     )  # fmt: skip
     bandwidth_mbps: float | None = Field(default=None, ge=-1, le=100_000)
     cpus: float | None = Field(default=None, gt=0, le=256)
-
     memory: Size | None = Field(default=None, ge=32 * 1024**2, le=MAX_MEMORY)
 
 

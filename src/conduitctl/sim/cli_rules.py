@@ -48,6 +48,20 @@ SET_KEYS: Mapping[str, type] = {
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
+def wrong_type(key: str, value: object) -> type | None:
+    """The type an allowlisted `--set` key takes when `value` is not of it, else None (a bool
+    is no integer here, as in the CLI's JSON). Shared with conduitctl's own config check."""
+    kind = SET_KEYS[key]
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        return int
+    return kind if kind is not int and not isinstance(value, kind) else None
+
+
+def is_hhmm(value: object) -> bool:
+    """The reduced-hours times: HH:MM, 00:00-23:59 (UTC)."""
+    return bool(_HHMM.match(str(value)))
+
+
 class CliRefusal(Exception):
     """What the real CLI would refuse: its message; the simulator exits 1 with it."""
 
@@ -86,12 +100,10 @@ def parse_set(entries: Sequence[str]) -> dict[str, object]:
         if kind is None:
             raise CliRefusal(f"unsupported --set key {key!r}")
         value = _override_value(raw.strip())
-        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise CliRefusal(f"invalid --set value for {key}: expected integer")
-        if kind is bool and not isinstance(value, bool):
-            raise CliRefusal(f"invalid --set value for {key}: expected true or false")
-        if kind is str and not isinstance(value, str):
-            raise CliRefusal(f"invalid --set value for {key}: expected string")
+        wrong = wrong_type(key, value)
+        if wrong is not None:
+            expected = {int: "integer", bool: "true or false", str: "string"}[wrong]
+            raise CliRefusal(f"invalid --set value for {key}: expected {expected}")
         out[key] = value
     return out
 
@@ -149,7 +161,7 @@ def check_start(
         raise CliRefusal("create compartment first with new-compartment-id command")
     for key in ("InproxyReducedStartTime", "InproxyReducedEndTime"):
         value = overrides.get(key)
-        if value is not None and not _HHMM.match(str(value)):
+        if value is not None and not is_hhmm(value):
             raise CliRefusal(f"invalid {key} {value!r}: expected HH:MM (UTC)")
 
 
