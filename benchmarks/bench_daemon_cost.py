@@ -7,7 +7,10 @@ over a fixed window; down. Targets: <= 1 % of a core at 8 backends, and linear i
 per-backend slope, and how far 64 is from 8 times the 8-backend cost.
 
     .venv/bin/python benchmarks/bench_daemon_cost.py [--sizes 8,32,64] [--window 30]
-        [--warmup 10] [--front nginx|none] [--json]
+        [--warmup 10] [--front nginx|none] [--held-clients N] [--json]
+
+--held-clients N holds N idle client sessions through the front during the warm-up and the
+window (a fleet serving clients: the hang watch looks at full pace then).
 
 Everything binds 127.0.0.1; each fleet is stopped at the end, even on failure.
 """
@@ -15,9 +18,11 @@ Everything binds 127.0.0.1; each fleet is stopped at the end, even on failure.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -26,13 +31,14 @@ import psutil
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_fleet import cli, free_base, teardown
 
+from conduitctl.drills.loadtest import LoadSpec, run_load
+
 PY = sys.executable
 TARGET_AT_8 = 1.0  # % of one core
 
 
-def write_config(directory: Path, count: int, front: str) -> Path:
+def write_config(directory: Path, count: int, front: str, base: int) -> Path:
     """`count` simulator backends as processes; every port in [base, base + 2 + 2 * count)."""
-    base = free_base(2 + 2 * count)
     front_section = (
         f'kind = "nginx"\nbind = "127.0.0.1"\nlisteners = ["tcp:127.0.0.1:{base}"]\n'
         if front == "nginx"
@@ -76,26 +82,47 @@ def wait_healthy(config: Path, count: int, timeout: float = 120.0) -> None:
     raise SystemExit(f"{count} backends never all healthy")
 
 
+def hold_clients(port: int, clients: int, seconds: float) -> threading.Thread:
+    """`clients` sessions held (connected, idle) through the front on `port` for `seconds`."""
+    spec = LoadSpec("127.0.0.1", port, clients=clients, duration_s=seconds, ramp_s=2.0)
+    thread = threading.Thread(target=lambda: asyncio.run(run_load(spec)), daemon=True)
+    thread.start()
+    return thread
+
+
 def measure(
-    count: int, front: str, warmup: float, window: float, hang_check: str = "queues"
+    count: int,
+    front: str,
+    warmup: float,
+    window: float,
+    hang_check: str = "queues",
+    held_clients: int = 0,
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="conduitctl-bench-") as tmp:
-        config = write_config(Path(tmp), count, front)
+        base = free_base(2 + 2 * count)
+        config = write_config(Path(tmp), count, front, base)
         if hang_check != "queues":
             config.write_text(config.read_text() + f'\n[health]\nhang_check = "{hang_check}"\n')
         try:
             daemon = psutil.Process(cli("up", "--config", str(config))["daemon_pid"])
             wait_healthy(config, count)
+            load = hold_clients(base, held_clients, warmup + window + 5) if held_clients else None
             time.sleep(warmup)
             before, started = daemon.cpu_times(), time.monotonic()
             time.sleep(window)
             after, elapsed = daemon.cpu_times(), time.monotonic() - started
             busy = after.user + after.system - before.user - before.system
-            return {
+            row = {
                 "backends": count,
                 "cpu_percent_of_core": round(busy / elapsed * 100, 2),
                 "rss_mb": round(daemon.memory_info().rss / 2**20, 1),
             }
+            if load is not None:
+                row["clients_served"] = cli("status", "--config", str(config))["totals"].get(
+                    "connected"
+                )
+                load.join()
+            return row
         finally:
             teardown(str(config))
 
@@ -124,16 +151,20 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--front", choices=("nginx", "none"), default="nginx")
     parser.add_argument("--hang-check", choices=("queues", "greetings"), default="queues")
+    parser.add_argument("--held-clients", type=int, default=0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []
     for count in sizes:
-        rows.append(measure(count, args.front, args.warmup, args.window, args.hang_check))
+        rows.append(
+            measure(count, args.front, args.warmup, args.window, args.hang_check, args.held_clients)
+        )
         print(f"daemon at {count}: {rows[-1]}", file=sys.stderr)
     results: dict[str, object] = {
         "front": args.front,
         "hang_check": args.hang_check,
+        "held_clients": args.held_clients,
         "window_s": args.window,
         "probe_interval_s": 1.0,
         "rows": rows,
@@ -144,13 +175,15 @@ def main() -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    print(f"front {args.front}, 1 s probes, {args.window:g} s window after {args.warmup:g} s")
+    held = f", {args.held_clients} clients held" if args.held_clients else ", no clients"
+    print(f"front {args.front}, 1 s probes, {args.window:g} s window after {args.warmup:g} s{held}")
     print(f"{'backends':>8} {'cpu % of a core':>16} {'per backend':>12} {'rss':>9}")
     for row in rows:
         per = row["cpu_percent_of_core"] / row["backends"]
         print(
             f"{row['backends']:>8} {row['cpu_percent_of_core']:>14.2f} % {per:>10.3f} % "
             f"{row['rss_mb']:>6.1f} MB"
+            + (f", {row['clients_served']:.0f} clients served" if "clients_served" in row else "")
         )
     at_8 = next((r for r in rows if r["backends"] == 8), None)
     if at_8 is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from test_supervisor_tick import Rig
 
 from conduitctl.fleet import BackendSpec
-from conduitctl.supervise.hangwatch import FALL, watch
+from conduitctl.supervise.hangwatch import FALL, IDLE_INTERVAL_S, next_look_in, watch
 
 
 def backend(name: str, port: int) -> BackendSpec:
@@ -59,3 +59,22 @@ def test_a_silent_backend_leaves_the_front_on_the_next_tick_without_a_probe(
     c1 = next(b for b in tick.backends if b.name == "c-1")
     assert c1.healthy is False and not c1.in_front
     assert [b.name for b in rig.supervisor.serving()] == ["c-2"]
+
+
+def test_the_queue_looks_slow_down_only_while_nothing_is_served_or_waiting() -> None:
+    assert next_look_in(0.1, clients=True, waiting={}) == 0.1
+    assert next_look_in(0.1, clients=False, waiting={9000: (1, 511)}) == 0.1  # one waits
+    assert next_look_in(0.1, clients=False, waiting={9000: (0, 511)}) == IDLE_INTERVAL_S
+    assert next_look_in(0.1, clients=False, waiting={}) == IDLE_INTERVAL_S
+    assert next_look_in(2.0, clients=False, waiting={}) == 2.0  # never faster than asked
+
+
+def test_the_supervisor_counts_clients_only_of_running_stations(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.tick(at=0)
+    assert not rig.supervisor.serving_clients()
+    slot = rig.supervisor.slots["c-1"]
+    slot.values["conduit_connecting_clients"] = 2
+    assert rig.supervisor.serving_clients()
+    slot.running = False
+    assert not rig.supervisor.serving_clients()

@@ -287,6 +287,11 @@ class Supervisor:
         return [s.backend for s in self.slots.values()
                 if s.running and s.health.healthy is not False and s.name not in out]  # fmt: skip
 
+    def serving_clients(self) -> bool:
+        """Whether any station in service had clients (connected or connecting) at the last
+        tick: the hang watch looks less often while none has."""
+        return any(s.load > 0 for s in self.slots.values() if s.running)
+
     def on_silent(self, name: str, why: str) -> None:
         slot = self.slots.get(name)
         if slot is not None and slot.running:
@@ -650,6 +655,7 @@ class Supervisor:
                 self.stopping,
                 interval=GREET_EVERY_S if every_station else GREETING_INTERVAL_S,
                 queued=None if every_station else self.queue_reader,
+                serving_clients=self.serving_clients,
             )
             hang_watch = asyncio.ensure_future(looks)
         try:
