@@ -11,6 +11,10 @@ key is read from that volume, never guessed from a name. Anything a layout does 
 (`conduit` beside `conduit-1`, a station with no key, one key in two stations, our own volume
 already holding another key, our backend running beside the legacy station) refuses the whole
 migration before anything is touched.
+
+A migration stopped half-way (killed, the host rebooted) is picked up where it was: a station
+already set aside (`conduit-2-pre-conduitctl`) is still that station, moved when our backend
+runs on its key, else handed over from where it stands.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class FoundContainer:
     args: tuple[str, ...] = ()
     ours: bool = False  # it carries conduitctl's owner or legacy label
     restart_policy: str = "unless-stopped"
+    restart_retries: int = 0  # MaximumRetryCount of an on-failure policy
 
 
 @dataclass(frozen=True)
@@ -50,10 +55,16 @@ class Station:
     key_sha256: str | None
     args: tuple[str, ...] = ()
     restart_policy: str = "unless-stopped"
+    restart_retries: int = 0
+    set_aside: bool = False  # an earlier migrate stopped it and renamed it aside already
 
     @property
     def aside(self) -> str:
         return self.container + ASIDE_SUFFIX
+
+    @property
+    def current_name(self) -> str:
+        return self.aside if self.set_aside else self.container
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,7 @@ class Step:
     station: Station
     backend: str
     target_volume: str
+    done: bool = False  # an earlier migrate moved it: ours runs on its key; only removal left
 
     @property
     def shared_volume(self) -> bool:
@@ -81,8 +93,8 @@ class MigrationPlan:
 
 
 def station_index(name: str) -> int | None:
-    """`conduit` -> 1, `conduit-7` -> 7; None for any other name."""
-    match = _STATION.match(name)
+    """`conduit` -> 1, `conduit-7` -> 7 (and their aside names); None for any other name."""
+    match = _STATION.match(name.removesuffix(ASIDE_SUFFIX))
     if match is None:
         return None
     return int(match.group(1)) if match.group(1) else 1
@@ -93,7 +105,15 @@ def find_stations(found: Sequence[FoundContainer]) -> tuple[list[Station], list[
     which layout they are in. Containers conduitctl made are never stations."""
     refusals: list[str] = []
     candidates = [c for c in found if not c.ours and station_index(c.name) is not None]
-    names = {c.name for c in candidates}
+    names = {c.name.removesuffix(ASIDE_SUFFIX) for c in candidates}
+    for c in candidates:
+        if c.name.endswith(ASIDE_SUFFIX) and c.name.removesuffix(ASIDE_SUFFIX) in {
+            x.name for x in candidates
+        }:
+            refusals.append(
+                f"both {c.name.removesuffix(ASIDE_SUFFIX)} and {c.name} exist: which one is the "
+                f"station is not known; remove the one that is not (its volume stays)"
+            )
     if "conduit" in names and "conduit-1" in names:
         refusals.append(
             "both `conduit` and `conduit-1` exist: no conduit-manager layout has both, so "
@@ -113,13 +133,15 @@ def find_stations(found: Sequence[FoundContainer]) -> tuple[list[Station], list[
         stations.append(
             Station(
                 index=station_index(c.name) or 0,
-                container=c.name,
+                container=c.name.removesuffix(ASIDE_SUFFIX),
                 volume=c.data_volume,
                 running=c.running,
                 image=c.image,
                 key_sha256=None,
                 args=c.args,
                 restart_policy=c.restart_policy,
+                restart_retries=c.restart_retries,
+                set_aside=c.name.endswith(ASIDE_SUFFIX),
             )
         )
     return stations, refusals, layout
@@ -138,7 +160,7 @@ def plan_migration(
     """The steps, one station at a time in index order, or the refusals that stop it whole.
 
     `our_keys`: sha256 of the key each of our volumes holds now (None: none yet, or no
-    volume); `ours_running`: indexes whose backend of ours runs; `found_names`: every
+    volume); `ours_running`: indexes whose backend of ours runs or restarts; `found_names`: every
     container name on the host (an aside name must be free); `in_volumes`: our keys live in
     docker volumes named {cluster}-data-{i} (the docker runtime), so a station's volume of
     that name is ours too. The process runtime keeps them in data dirs: always a copy."""
@@ -172,15 +194,18 @@ def plan_migration(
                 f"{s.key_sha256[:12]}, conduitctl's {target} holds {ours[:12]}; back up and "
                 f"set aside the one to drop by hand (conduitctl never overwrites a key)"
             )
+        on_its_key = target == s.volume or ours == s.key_sha256
+        moved = s.set_aside and s.index in ours_running and on_its_key and not s.running
         # On docker a container of ours cannot bear the station's own name: that one is it.
-        if s.index in ours_running and not (in_volumes and s.container == backend):
+        beside = not (in_volumes and s.container == backend and not s.set_aside)
+        if s.index in ours_running and beside and not moved:
             refusals.append(
-                f"{backend} (conduitctl's) runs beside {s.container}: stop it first "
+                f"{backend} (conduitctl's) runs beside {s.current_name}: stop it first "
                 f"(conduitctl down), never two stations at once"
             )
-        if s.aside in found_names:
+        if s.aside in found_names and not s.set_aside:
             refusals.append(f"{s.aside} already exists: remove it, it is where {s.container} goes")
-        steps.append(Step(station=s, backend=backend, target_volume=target))
+        steps.append(Step(station=s, backend=backend, target_volume=target, done=moved))
     return steps, refusals
 
 

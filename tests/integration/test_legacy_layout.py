@@ -415,15 +415,45 @@ def test_a_station_that_does_not_come_up_runs_in_its_own_container_again(
         r"(?m)^extra_args = .*$", 'extra_args = ["--crash-after", "0"]', config.read_text()
     )
     config.write_text(text)  # every backend of ours dies at once
+    client.containers.get("conduit").update(
+        restart_policy={"Name": "on-failure", "MaximumRetryCount": 3}
+    )
     result = cli("migrate", "--yes", "--config", str(config), check=False, timeout=90)
     assert result.returncode == 1, result.stderr
     assert "conduit-1 did not come up on conduit's key (it exited" in result.stderr
     assert "conduit runs again in its own container" in result.stderr
     station = client.containers.get("conduit")
     assert station.status == "running"
-    assert station.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    assert station.attrs["HostConfig"]["RestartPolicy"] == {
+        "Name": "on-failure",
+        "MaximumRetryCount": 3,
+    }
     settings, runtime, _ = edges(config)
     assert [b.name for b in runtime.backends()] == []  # ours removed, its volume kept
     assert sha(DockerKeys(settings, runtime).read("conduit-1")) == manager_host["conduit"]
     for name in ("conduit-2", "conduit-3"):  # the stations after it were not touched
         assert client.containers.get(name).status == "running"
+
+
+@HOST_WIDE
+def test_migrate_picks_up_a_migration_killed_half_way(
+    manager_host: dict[str, str], fleet: Path, client: Any
+) -> None:
+    """What a kill between the rename and our start leaves: conduit-2 stopped, its restart
+    policy "no", renamed aside. The next run still knows it as station 2 and moves it."""
+    config = fleet
+    aside = client.containers.get("conduit-2")
+    aside.update(restart_policy={"Name": "no"})
+    aside.stop(timeout=5)
+    aside.rename("conduit-2-pre-conduitctl")
+    shown = json.loads(cli("migrate", "--config", str(config), "--json").stdout)
+    assert shown["refusals"] == []
+    assert [(s["container"], s["set_aside"]) for s in shown["stations"]] == [
+        ("conduit", False), ("conduit-2", True), ("conduit-3", False)
+    ]  # fmt: skip
+    done = json.loads(cli("migrate", "--yes", "--config", str(config), "--json").stdout)
+    assert done["moved"] == ["conduit-1", "conduit-2", "conduit-3"]
+    settings, runtime, _ = edges(config)
+    assert sha(DockerKeys(settings, runtime).read("conduit-2")) == manager_host["conduit-2"]
+    left = {c.name for c in client.containers.list(all=True, ignore_removed=True)}
+    assert not any(n.endswith("-pre-conduitctl") for n in left)

@@ -398,6 +398,7 @@ class FakeKeys:
     """The fake runtime's key store: its `keys` dict."""
 
     runtime: FakeRuntime
+    in_volumes = False
 
     def read(self, backend: str) -> bytes | None:
         return self.runtime.keys.get(backend)

@@ -151,3 +151,53 @@ def test_on_the_process_runtime_ours_running_beside_a_same_named_station_is_refu
     stations, _, _ = keyed([box("conduit-2", "conduit-data-2")], {"conduit-2": "b" * 64})
     refused = plan(stations, in_volumes=False, ours_running={2})[1]
     assert any("conduit-2 (conduitctl's) runs beside conduit-2" in r for r in refused)
+
+
+def test_the_written_config_keeps_the_stations_image_and_their_cli_dialect():
+    from conduitctl.app.migrate import _fitted
+    from conduitctl.legacy import convert
+    from conduitctl.migrate_plan import MigrationPlan
+    from conduitctl.ops.migrate import Survey
+    from conduitctl.settings import settings_from_dict
+
+    imported = convert({})  # no settings.conf: the stations' own flags are all there is
+    settings = settings_from_dict(imported.data, source="migrate")
+    stations, _, _ = keyed([box("conduit", "conduit-data"), box("conduit-2", "conduit-data-2")],
+                           {"conduit": "a" * 64, "conduit-2": "b" * 64})  # fmt: skip
+    steps, _ = plan(stations)
+    found = Survey(
+        MigrationPlan(steps=steps, refusals=[], layout="standard", image=stations[0].image,
+                      v1_flags=v1_flags(stations)),
+        {},
+    )  # fmt: skip
+    fitted = _fitted(settings, imported, found)
+    assert fitted.workload.image == "ghcr.io/ssmirr/conduit/conduit:latest"
+    assert fitted.workload.flag_dialect == "v1"  # the ssmirr image rejects --max-common-clients
+    assert (fitted.workload.max_clients, fitted.workload.bandwidth_mbps) == (200, 5.0)
+    assert fitted.cluster.containers == 2
+
+
+def test_a_station_set_aside_by_an_earlier_run_is_still_that_station():
+    stations, refusals, layout = keyed(
+        [box("conduit", "conduit-data"), box("conduit-2-pre-conduitctl", "conduit-data-2", False)],
+        {"conduit": "a" * 64, "conduit-2": "b" * 64},
+    )  # fmt: skip
+    assert (refusals, layout) == ([], "standard")
+    assert [(s.index, s.container, s.current_name) for s in stations] == [
+        (1, "conduit", "conduit"), (2, "conduit-2", "conduit-2-pre-conduitctl")]  # fmt: skip
+    steps, refused = plan(stations, found_names={"conduit", "conduit-2-pre-conduitctl"})
+    assert refused == [] and [s.done for s in steps] == [False, False]
+    # ours runs on its own volume (the key there): that one has moved; only removal is left
+    steps, refused = plan(stations, ours_running={2})
+    assert refused == [] and [s.done for s in steps] == [False, True]
+
+
+def test_a_station_beside_its_own_aside_is_refused():
+    _, refusals, _ = keyed(
+        [box("conduit-2", "conduit-data-2"), box("conduit-2-pre-conduitctl", "conduit-data-2")],
+        {"conduit-2": "b" * 64},
+    )  # fmt: skip
+    assert refusals == [
+        "both conduit-2 and conduit-2-pre-conduitctl exist: which one is the station is not "
+        "known; remove the one that is not (its volume stays)"
+    ]

@@ -72,26 +72,44 @@ def prepare(config: Path | None, settings_conf: Path | None, host_for: Any) -> M
         carried = [f"Not carried over: {'; '.join(not_carried)}."] if not_carried else []
         text = settings_to_toml(settings, header + carried)
     fleet = Fleet.of(settings, path)
-    return Migration(fleet, survey(settings, fleet.runtime, host), text, not_carried, host=host)
+    surveyed = _surveyed(fleet, host)
+    if text is not None and len(images := _images(surveyed)) > 1:
+        surveyed.plan.refusals.append(
+            f"the stations run {len(images)} images ({', '.join(images)}) and this fleet runs "
+            "one: write conduit.toml with the workload.image to keep (import-settings), then "
+            "run migrate again"
+        )
+    return Migration(fleet, surveyed, text, not_carried, host=host)
+
+
+def _surveyed(fleet: Fleet, host: ManagerHost) -> Survey:
+    return survey(fleet.settings, fleet.runtime, host, journal=fleet.files.migration)
+
+
+def _images(surveyed: Survey) -> list[str]:
+    return sorted({step.station.image for step in surveyed.plan.steps})
 
 
 def carry_out(migration: Migration, progress: Progress) -> Migration:
-    """The hand-over (refused whole first), then `up` for the front and the supervisor."""
+    """The hand-over (refused whole first, and again under the operator lock, on a fresh
+    look), then `up` for the front and the supervisor."""
     refuse(migration.surveyed.plan)
     fleet, host = migration.fleet, migration.host
     assert host is not None
-    if migration.config_text is not None:
-        write_config(migration.config_text, fleet.config_path,
-                     secret=holds_secrets(fleet.settings))  # fmt: skip
-        progress(f"wrote {fleet.config_path}")
     with changing(fleet, fleet.settings.backend_names()):
+        surveyed = _surveyed(fleet, host)  # what runs now, not when the plan was shown
+        refuse(surveyed.plan)
+        if migration.config_text is not None:
+            write_config(migration.config_text, fleet.config_path,
+                         secret=holds_secrets(fleet.settings))  # fmt: skip
+            progress(f"wrote {fleet.config_path}")
         taken = snapshot(fleet, "migrate", progress)
-        done = hand_over(fleet.settings, fleet.runtime, host, migration.surveyed, fleet.files,
+        done = hand_over(fleet.settings, fleet.runtime, host, surveyed, fleet.files,
                          progress=progress)  # fmt: skip
         record(fleet, "migrate", f"migrate: {len(done.moved)} stations from conduit-manager",
                snapshot=taken, moved=done.moved)  # fmt: skip
     converge(fleet, reason="migrate", progress=progress)
-    return replace(migration, migrated=done)
+    return replace(migration, surveyed=surveyed, migrated=done)
 
 
 def _imported(settings_conf: Path | None) -> tuple[Imported, list[str]]:
@@ -103,12 +121,17 @@ def _imported(settings_conf: Path | None) -> tuple[Imported, list[str]]:
 
 
 def _fitted(settings: Settings, imported: Imported, found: Survey) -> Settings:
-    """The imported settings, made to hold every station found: enough containers, and the
-    client and bandwidth flags they run with where settings.conf did not say."""
+    """The imported settings, made to hold every station found: enough containers, the image
+    and the CLI dialect they run, and the client and bandwidth flags they run with where
+    settings.conf did not say."""
     stations = [step.station for step in found.plan.steps]
     if not stations:
         return settings
     workload = dict(imported.data["workload"])
+    if found.plan.image and found.plan.image != settings.workload.effective_image:
+        workload["image"] = found.plan.image  # the image they run is the one known to work
+    if found.plan.v1_flags:
+        workload["flag_dialect"] = "v1"  # it rejects the CLI 2.0 flags
     args = stations[0].args
     clients = flag_value(args, "--max-common-clients", "--max-clients", "-m")
     bandwidth = flag_value(args, "--bandwidth", "-b")

@@ -9,21 +9,7 @@ import typer
 
 from conduitctl.app import migrate as migrating
 from conduitctl.cli.common import ConfigOpt, JsonOpt, app, emit_json, out, progress_printer
-from conduitctl.errors import BadInput
 from conduitctl.runtime.docker_migrate import DockerManagerHost
-from conduitctl.settings import Settings
-
-
-def docker_host(settings: Settings) -> DockerManagerHost:
-    import docker.errors
-
-    try:
-        return DockerManagerHost(settings)
-    except docker.errors.DockerException as exc:
-        raise BadInput(
-            f"migrate reads conduit-manager's docker containers, and dockerd is not reachable "
-            f"({exc}); start docker (systemctl start docker) and run it again"
-        ) from None
 
 
 @app.command()
@@ -43,7 +29,7 @@ def migrate(
     as_json: JsonOpt = False,
 ) -> None:
     """Move conduit-manager's stations into this fleet one at a time, each on its own key."""
-    migration = migrating.prepare(config, settings_conf, docker_host)
+    migration = migrating.prepare(config, settings_conf, DockerManagerHost)
     plan = migration.surveyed.plan
     if not yes or plan.refusals:
         _show(migration, as_json)
@@ -59,6 +45,8 @@ def migrate(
     out.print(f"migrated {len(done.migrated.moved)} stations, each on its own key: "
               f"{', '.join(done.migrated.moved)}; conduit-manager's containers removed, "
               "their volumes kept")  # fmt: skip
+    for leftover in done.migrated.left:
+        out.print(f"left: {leftover}")
 
 
 def _document(m: migrating.Migration) -> dict[str, Any]:
@@ -78,6 +66,8 @@ def _document(m: migrating.Migration) -> dict[str, Any]:
                 "backend": s.backend,
                 "target_volume": s.target_volume,
                 "running": s.station.running,
+                "set_aside": s.station.set_aside,
+                "moved_already": s.done,
             }
             for s in plan.steps
         ],
@@ -85,6 +75,7 @@ def _document(m: migrating.Migration) -> dict[str, Any]:
         "notes": plan.notes,
         "moved": m.migrated.moved if m.migrated else [],
         "removed": m.migrated.removed if m.migrated else [],
+        "left": m.migrated.left if m.migrated else [],
     }
 
 
@@ -99,8 +90,14 @@ def _show(m: migrating.Migration, as_json: bool) -> None:
         s = step.station
         key = (s.key_sha256 or "no key")[:12]
         where = "its own volume" if step.shared_volume else step.target_volume
-        out.print(f"  {s.container} ({'running' if s.running else 'stopped'}, {s.volume}, key "
-                  f"{key}) -> {step.backend} on {where}", highlight=False)  # fmt: skip
+        if step.done:
+            out.print(f"  {s.aside} ({s.volume}, key {key}): moved already, {step.backend} "
+                      "runs on it; only its removal is left", highlight=False)  # fmt: skip
+            continue
+        state = "running" if s.running else "stopped"
+        name = f"{s.aside}, set aside by an earlier migrate" if s.set_aside else s.container
+        out.print(f"  {name} ({state}, {s.volume}, key {key}) -> {step.backend} on {where}",
+                  highlight=False)  # fmt: skip
     if m.config_text is not None:
         out.print(f"conduit.toml to write: {m.fleet.config_path}")
     for line in m.not_carried:

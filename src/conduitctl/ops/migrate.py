@@ -12,7 +12,11 @@ Never two processes on one key: the broker knows a station by it. When ours does
 up, it is removed (its data kept), the legacy container gets its name and restart policy
 back and is started again, and the migration stops there. Only once every station has
 moved are the legacy containers removed; their volumes never are. STATE_DIR/migration.json
-records each station's state after every step, so a stop half-way is never a mystery.
+records each station's state after every step, so a stop half-way is never a mystery, and
+migrate run again picks up there (migrate_plan.py: a station set aside is still a station).
+
+Every failure after the legacy container was touched, a docker error or Ctrl-C included, is
+undone the same way; what could not be undone is named, with the commands that finish it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -58,7 +62,7 @@ class ManagerHost(Protocol):
     def inventory(self) -> list[FoundContainer]: ...
     def read_key(self, volume: str, *, via: str) -> bytes | None: ...
     def stop(self, name: str, timeout: float = 30.0) -> None: ...
-    def set_restart(self, name: str, policy: str) -> None: ...
+    def set_restart(self, name: str, policy: str, retries: int = 0) -> None: ...
     def rename(self, name: str, new_name: str) -> None: ...
     def start(self, name: str) -> None: ...
     def remove(self, name: str) -> None: ...
@@ -78,16 +82,29 @@ class Survey:
 class Migrated:
     moved: list[str]  # our backends now running on the stations' keys
     removed: list[str]  # legacy containers removed (their volumes kept)
+    left: list[str] = field(default_factory=list)  # set-aside containers not removed, and why
 
 
-def survey(settings: Settings, runtime: Runtime, host: ManagerHost) -> Survey:
-    """What runs today and the whole plan; reads, never changes."""
+def survey(
+    settings: Settings, runtime: Runtime, host: ManagerHost, journal: Path | None = None
+) -> Survey:
+    """What runs today and the whole plan; reads, never changes. `journal`: an earlier
+    migrate's, whose record of each set-aside station's restart policy is the one to restore
+    (the container itself says "no" by then)."""
     found = host.inventory()
     stations, refusals, layout = find_stations(found)
+    before = _journaled_policies(journal)
     keys: dict[int, bytes] = {}
     keyed: list[Station] = []
     for s in stations:
-        data = host.read_key(s.volume, via=s.container)
+        if s.set_aside and s.container in before:
+            s = replace(s, restart_policy=before[s.container][0],
+                        restart_retries=before[s.container][1])  # fmt: skip
+        try:
+            data = host.read_key(s.volume, via=s.current_name)
+        except ConduitctlError as exc:
+            refusals.append(f"{s.current_name}: {exc}")
+            continue
         problem = key_problem(data) if data else None
         if problem:
             refusals.append(f"{s.container}: the key in {s.volume} {problem}; restore it first")
@@ -99,9 +116,14 @@ def survey(settings: Settings, runtime: Runtime, host: ManagerHost) -> Survey:
     store = runtime.key_store(settings)
     our_keys: dict[int, str | None] = {}
     for s in keyed:
-        ours = store.read(f"{cluster}-{s.index}")  # the station's own key where it is its volume
+        try:
+            ours = store.read(f"{cluster}-{s.index}")  # the station's own where it is its volume
+        except ConduitctlError as exc:
+            refusals.append(f"{cluster}-{s.index}: {exc}")
+            ours = None
         our_keys[s.index] = sha256_hex(ours) if ours else None
-    running = {b.index for b in runtime.backends() if b.state == State.RUNNING}
+    # A restarting one is running for this purpose: docker brings it back on its own.
+    running = {b.index for b in runtime.backends() if b.state in (State.RUNNING, State.RESTARTING)}
     steps, more = plan_migration(
         keyed,
         cluster=cluster,
@@ -109,7 +131,7 @@ def survey(settings: Settings, runtime: Runtime, host: ManagerHost) -> Survey:
         our_keys=our_keys,
         ours_running=running,
         found_names={c.name for c in found},
-        in_volumes=settings.cluster.runtime == "docker",
+        in_volumes=store.in_volumes,
     )
     refusals += more
     if not keyed and not refusals:
@@ -130,6 +152,18 @@ def survey(settings: Settings, runtime: Runtime, host: ManagerHost) -> Survey:
         notes=notes,
     )
     return Survey(plan=plan, keys=keys)
+
+
+def _journaled_policies(path: Path | None) -> dict[str, tuple[str, int]]:
+    """container -> (restart policy, retries) as an earlier migrate's journal recorded them."""
+    if path is None:
+        return {}
+    try:
+        doc = json.loads(path.read_text())
+        return {str(e["container"]): (str(e["restart_policy"]), int(e.get("restart_retries", 0)))
+                for e in doc["stations"] if "restart_policy" in e}  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def refuse(plan: MigrationPlan) -> None:
@@ -164,6 +198,8 @@ class Journal:
                     "volume": s.station.volume,
                     "backend": s.backend,
                     "key_sha256": s.station.key_sha256,
+                    "restart_policy": s.station.restart_policy,
+                    "restart_retries": s.station.restart_retries,
                     "state": self.states[s.station.container],
                 }
                 for s in self.plan.steps
@@ -188,13 +224,19 @@ def hand_over(
     move = _Handover(settings, runtime, host, Journal(files.migration, surveyed.plan),
                      progress, ready_timeout)  # fmt: skip
     moved = [move(step, surveyed.keys[step.station.index]) for step in surveyed.plan.steps]
-    removed = []
+    removed, left = [], []
     for step in surveyed.plan.steps:
-        host.remove(step.station.aside)
-        move.journal.set(step.station.container, "removed (volume kept)")
-        removed.append(step.station.container)
-        progress(f"{step.station.container}: removed; its volume {step.station.volume} is kept")
-    return Migrated(moved=moved, removed=removed)
+        s = step.station
+        try:
+            host.remove(s.aside)
+        except ConduitctlError as exc:  # every station moved: a leftover is only untidy
+            left.append(f"{s.aside} ({exc}): remove it by hand, docker rm {s.aside}")
+            progress(f"{s.aside}: not removed ({exc}); its volume {s.volume} is kept")
+            continue
+        move.journal.set(s.container, "removed (volume kept)")
+        removed.append(s.container)
+        progress(f"{s.container}: removed; its volume {s.volume} is kept")
+    return Migrated(moved=moved, removed=removed, left=left)
 
 
 @dataclass
@@ -207,12 +249,17 @@ class _Handover:
     ready_timeout: float
 
     def __post_init__(self) -> None:
+        self.aside = False  # the station being moved is under its aside name now
         self.specs: dict[str, LaunchSpec] = {s.name: s for s in launch_specs(self.settings)}
         self.store: KeyStore = self.runtime.key_store(self.settings)
 
     def __call__(self, step: Step, key: bytes) -> str:
         """One station moved; our backend's name. Raises MigrationStopped (restored)."""
         s = step.station
+        if step.done:
+            self.journal.set(s.container, "moved")
+            self.progress(f"{s.container}: moved already (an earlier migrate): {step.backend}")
+            return step.backend
         if not step.shared_volume:
             self.store.write(step.backend, key)
             if sha256_hex(self.store.read(step.backend) or b"") != s.key_sha256:
@@ -223,18 +270,25 @@ class _Handover:
             self.progress(f"{s.container}: key {(s.key_sha256 or '')[:12]} copied to "
                           f"{step.target_volume}, verified by sha256")  # fmt: skip
         self.journal.set(s.container, "key placed")
-        self.host.stop(s.container)
-        self.host.set_restart(s.container, "no")  # a reboot must not start it beside ours
-        self.host.rename(s.container, s.aside)
-        self.journal.set(s.container, "legacy stopped")
-        self.progress(f"{s.container}: stopped, set aside as {s.aside}")
         spec = self.specs[step.backend]
-        failure = None
+        self.aside = s.set_aside  # where the way back starts from
         try:
-            self.runtime.start(spec)
-            failure = self._wait_live(step.backend, spec)
+            # "no" before the stop: a reboot between the two must not bring it back
+            self.host.set_restart(s.current_name, "no")
+            self.host.stop(s.current_name)
+            if not s.set_aside:
+                self.host.rename(s.container, s.aside)
+                self.aside = True
+            self.journal.set(s.container, "legacy stopped")
+            self.progress(f"{s.container}: stopped, set aside as {s.aside}")
+            started = self.runtime.start(spec)
+            failure = self._wait_live(step.backend, spec, started.restart_count)
         except ConduitctlError as exc:
             failure = str(exc)
+        except KeyboardInterrupt:
+            self.progress(f"{s.container}: interrupted; putting it back")
+            self._restore(step)
+            raise
         if failure is None:
             self.journal.set(s.container, "moved")
             self.progress(f"{s.container}: now {step.backend}, live on the same key")
@@ -247,27 +301,51 @@ class _Handover:
             "migrate again"
         )
 
-    def _wait_live(self, name: str, spec: LaunchSpec) -> str | None:
-        """None once live; else why not: it died (found in half a second, not at the
-        deadline), or it was not live within ready_timeout."""
+    def _wait_live(self, name: str, spec: LaunchSpec, restarts: int) -> str | None:
+        """None once live; else why not: it died or restarted (found in half a second, not
+        at the deadline), or it was not live within ready_timeout. `restarts`: its restart
+        count once started (a recreate may carry one over)."""
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             if not wait_ready(self.settings, [spec.backend], 0.5):
                 return None
             found = next((b for b in self.runtime.backends() if b.name == name), None)
-            if found is None or found.state != State.RUNNING or found.restart_count > 0:
+            if found is None or found.state != State.RUNNING or found.restart_count > restarts:
                 code = f" (exit code {found.exit_code})" if found and found.exit_code else ""
                 return f"it exited{code}"
         return f"not live within {self.ready_timeout:g} s"
 
     def _restore(self, step: Step) -> None:
+        """The station back in conduit-manager's container, as it was. Ours must be gone
+        first: never two processes on one key. Raises MigrationStopped naming what is left
+        to do by hand when a step of the way back fails."""
         s = step.station
         try:
             self.runtime.remove(step.backend, purge=False)  # its data (the key) stays
         except ConduitctlError as exc:
-            log.warning("could not remove %s: %s", step.backend, exc)
-        self.host.rename(s.aside, s.container)
-        self.host.set_restart(s.container, s.restart_policy)
-        if s.running:
-            self.host.start(s.container)
+            self.journal.set(s.container, "restore failed: ours not removed")
+            raise MigrationStopped(
+                f"{step.backend} did not come up, and it could not be removed ({exc}); "
+                f"{s.container} stays stopped as {s.aside} so that its key never runs twice: "
+                f"docker rm -f {step.backend}, then run migrate again"
+            ) from None
+        undo: list[tuple[str, Callable[[], None]]] = []
+        if self.aside:
+            undo.append((f"docker rename {s.aside} {s.container}",
+                         lambda: self.host.rename(s.aside, s.container)))  # fmt: skip
+        undo.append((f"docker update --restart {s.restart_policy} {s.container}",
+                     lambda: self.host.set_restart(s.container, s.restart_policy,
+                                                   s.restart_retries)))  # fmt: skip
+        if s.running or s.set_aside:  # set aside by an earlier migrate: it was serving then
+            undo.append((f"docker start {s.container}", lambda: self.host.start(s.container)))
+        for i, (command, action) in enumerate(undo):
+            try:
+                action()
+            except ConduitctlError as exc:
+                self.journal.set(s.container, f"restore failed at: {command}")
+                rest = "; ".join(c for c, _ in undo[i:])
+                raise MigrationStopped(
+                    f"{step.backend} did not come up, and {s.container} could not be put back "
+                    f"({exc}); finish it by hand: {rest}"
+                ) from None
         self.journal.set(s.container, "restored to conduit-manager's container")

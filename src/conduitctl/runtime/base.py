@@ -190,6 +190,10 @@ def write_key_file(path: Path, data: bytes, uid: int | None = None, gid: int | N
 class KeyStore(Protocol):
     """Where a runtime keeps each backend's key (its data dir or volume)."""
 
+    # Keys live in docker volumes named {cluster}-data-{i}, which another tool's container
+    # (conduit-manager's) may already have mounted; else in data dirs of conduitctl's own.
+    in_volumes: bool
+
     def read(self, backend: str) -> bytes | None:
         """The backend's key bytes, or None when it has none yet."""
         ...

@@ -44,6 +44,8 @@ class DockerKeys:
     from here (a remote or rootless dockerd).
     """
 
+    in_volumes = True
+
     def __init__(self, settings: Settings, runtime: DockerHandle) -> None:
         self.runtime = runtime
         self.cluster = settings.cluster.name

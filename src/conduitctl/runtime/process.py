@@ -449,6 +449,8 @@ class ProcessRuntime:
 class ProcessKeys:
     """Keys in STATE_DIR/process/NAME/data/."""
 
+    in_volumes = False
+
     def __init__(self, settings: Settings, runtime: ProcessRuntime) -> None:
         self.runtime = runtime
         self.root = StateDir(settings.state_dir).processes
