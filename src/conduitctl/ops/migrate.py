@@ -22,7 +22,6 @@ undone the same way; what could not be undone is named, with the commands that f
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -52,7 +51,6 @@ from conduitctl.runtime.base import (
 from conduitctl.settings import Settings
 from conduitctl.statedir import StateDir, write_atomic
 
-log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 
