@@ -7,13 +7,16 @@ refuse is refused at `config check` (exit 2), not found in a crash loop after `u
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 
 from conduitctl.sim.cli_rules import (
     MAX_CLIENTS_LIMIT,
     SET_KEYS,
     UNLIMITED_BANDWIDTH,
     is_hhmm,
+    major,
+    unknown_flag,
     wrong_type,
 )
 
@@ -27,7 +30,40 @@ OWNED_KEYS: Mapping[str, str] = {
     "InproxyLimitUpstreamBytesPerSecond": "workload.bandwidth_mbps",
 }
 
-__all__ = ["MAX_CLIENTS_LIMIT", "SET_KEYS", "bandwidth_problem", "set_argv", "set_problem"]
+__all__ = [
+    "MAX_CLIENTS_LIMIT",
+    "SET_KEYS",
+    "bandwidth_problem",
+    "cli_version",
+    "flag_problem",
+    "set_argv",
+    "set_problem",
+]
+
+# cobra's --version template: "conduit version 2.0.0" (a "v" prefix taken too)
+_VERSION_LINE = re.compile(r"\bversion\s+v?(\d+(?:\.\d+){0,2})\b")
+
+
+def cli_version(output: str) -> str | None:
+    """The CLI version in what `conduit --version` printed, or None when it says none (a
+    development build's "dev", or not a Conduit CLI at all)."""
+    match = _VERSION_LINE.search(output)
+    return match.group(1) if match else None
+
+
+def flag_problem(image: str, version: str, argv: Sequence[str], dialect: str) -> str | None:
+    """Why the CLI `version` in `image` would refuse `argv` (exit 1, "unknown flag"), naming
+    the flag and the dialect it speaks; None when it takes them."""
+    flag = unknown_flag(argv, version)
+    if flag is None:
+        return None
+    speaks = "v2" if major(version) >= 2 else "v1"
+    fix = (
+        f'set workload.flag_dialect = "{speaks}"'
+        if speaks != dialect
+        else "drop it from workload.extra_args"
+    )
+    return f"image {image} runs the Conduit CLI {version}, which rejects {flag}; {fix}"
 
 
 def bandwidth_problem(mbps: float) -> str | None:

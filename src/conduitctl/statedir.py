@@ -118,6 +118,11 @@ class StateDir:
         return self.root / "legacy.json"
 
     @property
+    def cli_versions(self) -> Path:
+        """The Conduit CLI version each image (by id) printed: asked once per image."""
+        return self.root / "cli-versions.json"
+
+    @property
     def migration(self) -> Path:
         """`migrate`'s journal: each conduit-manager station, and how far its hand-over got."""
         return self.root / "migration.json"

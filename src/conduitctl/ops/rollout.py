@@ -48,7 +48,7 @@ from conduitctl.rollout_state import (
     save,
     settings_pair,
 )
-from conduitctl.runtime.base import LaunchSpec, Runtime, State
+from conduitctl.runtime.base import LaunchSpec, Runtime, State, launch_specs
 from conduitctl.settings import Settings, parse_settings
 from conduitctl.settings_file import replace_config
 from conduitctl.statedir import StateDir, write_atomic
@@ -84,6 +84,12 @@ def begin(
         raise BadInput("no fleet to roll out to: run `conduitctl up` first")
     old = parse_settings(applied.read_text(), source=str(applied))
     check_change(old, new)
+    # An image whose CLI rejects the flags would fail the first stage's stations: refused
+    # before any is touched (runtime.launch_problems asks the image itself, once per id).
+    unlaunchable = runtime.launch_problems(launch_specs(new))
+    if unlaunchable:
+        name, why = sorted(unlaunchable.items())[0]
+        raise BadInput(f"nothing changed: {name}: {why}")
     count = new.cluster.containers
     stage_list = parse_stages(stages, count)
     steps = parse_steps(clients_steps, stage_list, new.workload.max_clients)

@@ -9,8 +9,10 @@ from conduitctl.settings import Settings
 def runtime_for(settings: Settings) -> Runtime:
     if settings.cluster.runtime == "docker":
         from conduitctl.runtime.docker import DockerRuntime
+        from conduitctl.statedir import StateDir
 
-        return DockerRuntime(settings.cluster.name, pull=settings.workload.pull)
+        cache = StateDir(settings.state_dir).cli_versions
+        return DockerRuntime(settings.cluster.name, pull=settings.workload.pull, cli_cache=cache)
     from conduitctl.runtime.process import ProcessRuntime
 
     return ProcessRuntime(settings.state_dir, settings.cluster.name)

@@ -14,12 +14,15 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from conduitctl import labels
+from conduitctl.conduit_cli import flag_problem
 from conduitctl.errors import ConduitctlError, MissingDependency
 from conduitctl.observe.cgroups import usage_for_pid
 from conduitctl.runtime.base import BackendStatus, LaunchSpec, OnRuntimeEvent, State
+from conduitctl.runtime.cli_versions import CliVersions
 from conduitctl.runtime.docker_events import DockerEventWatcher
 from conduitctl.runtime.docker_keys import DockerKeys
 from conduitctl.runtime.docker_legacy import DockerLegacy
@@ -118,10 +121,14 @@ def _timestamp(text: str | None) -> float | None:
 class DockerRuntime:
     name = "docker"
 
-    def __init__(self, cluster: str, client: Any = None, pull: bool = False) -> None:
+    def __init__(
+        self, cluster: str, client: Any = None, pull: bool = False, cli_cache: Path | None = None
+    ) -> None:
         self.cluster = cluster
         self.pull = pull
         self._client = client
+        self._cli_cache = cli_cache
+        self._cli_versions: CliVersions | None = None
 
     @property
     def client(self) -> Any:
@@ -191,7 +198,26 @@ class DockerRuntime:
             return set()
 
     def launch_problems(self, specs: list[LaunchSpec]) -> dict[str, str]:
-        return {}  # the image holds the program; the volume is the data, owned at create
+        """An image whose Conduit CLI would refuse the flags (exit 1 at every start: a crash
+        loop), found before any station is touched. The volume is the data, owned at create."""
+        problems: dict[str, str] = {}
+        for spec in specs:
+            profile = PROFILES[spec.profile]
+            if not profile.conduit_cli or spec.command is not None or spec.image is None:
+                continue  # workload.command: the operator's own command line
+            image_id = self.image_id(spec.image)
+            if image_id is None:
+                continue  # not here yet: pulled at start, and a refusal shows as its exit
+            if self._cli_versions is None:
+                self._cli_versions = CliVersions(self.client, self._cli_cache)
+            version = self._cli_versions.version(image_id)
+            if version is None:
+                continue  # a development build says no version: its flags are taken on trust
+            argv = spec.argv(profile.data_dir)
+            problem = flag_problem(spec.image, version, argv, spec.dialect)
+            if problem is not None:
+                problems[spec.name] = problem
+        return problems
 
     def foreign(self, names: Iterable[str]) -> dict[str, str]:
         wanted = set(names)

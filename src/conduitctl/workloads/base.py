@@ -46,6 +46,8 @@ class Profile:
     greeting_prefix: str | None = None
     # What a full station answers instead: alive and serving its clients, so healthy.
     busy_prefix: str | None = None
+    # It is the Conduit CLI (`--version`, the v1/v2 flags): an image's CLI is checked first.
+    conduit_cli: bool = False
 
     @property
     def greeting(self) -> bool:

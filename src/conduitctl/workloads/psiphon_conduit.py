@@ -11,4 +11,5 @@ PSIPHON_CONDUIT = Profile(
     default_image="ghcr.io/psiphon-inc/conduit/cli:latest",
     data_dir="/home/conduit/data",
     command=conduit_args,
+    conduit_cli=True,
 )

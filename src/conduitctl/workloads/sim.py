@@ -21,4 +21,5 @@ SIM = Profile(
     command=sim_args,
     greeting_prefix="CONDUIT-SIM ",  # sim/server.py's greeting
     busy_prefix="BUSY ",  # ... and its answer when full
+    conduit_cli=True,
 )

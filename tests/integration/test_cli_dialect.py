@@ -1,0 +1,77 @@
+"""An image whose Conduit CLI rejects our flags is refused by `up` and `rollout` before any
+station is touched, naming the flag and the dialect to set: the image is asked itself
+(`--version` in a throwaway container, once per image id)."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+from fleet_helpers import PURGE, cli, write_config
+
+pytestmark = [pytest.mark.docker]
+CLI1_TAG = "conduit-sim:cli-1.5.0-dialect-test"
+
+
+@pytest.fixture(scope="module")
+def cli1_image(sim_image: str) -> Iterator[str]:
+    """The simulator as the CLI 1.5.0 (conduit-manager's ssmirr image speaks that one)."""
+    client = docker.from_env()
+    dockerfile = f"FROM {sim_image}\nENV CONDUIT_SIM_CLI_VERSION=1.5.0\n".encode()
+    client.images.build(fileobj=io.BytesIO(dockerfile), tag=CLI1_TAG, rm=True)
+    yield CLI1_TAG
+    client.images.remove(CLI1_TAG, noprune=True)
+
+
+def ours(name: str) -> dict[str, str]:
+    """This fleet's containers: name -> id."""
+    found = docker.from_env().containers.list(
+        all=True, filters={"label": f"io.conduitctl.cluster={name}"}
+    )
+    return {c.name: c.id for c in found}
+
+
+def test_up_refuses_an_image_whose_cli_rejects_the_flags_and_creates_nothing(
+    tmp_path: Path, free_block, cli1_image: str
+) -> None:
+    config = write_config(tmp_path, free_block(140), name="dlu", containers=2,
+                          runtime="docker", image=cli1_image)  # fmt: skip
+    result = cli("up", "--config", str(config), check=False)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1
+    assert (f"image {cli1_image} runs the Conduit CLI 1.5.0, which rejects --max-common-clients; "
+            'set workload.flag_dialect = "v1"') in result.stderr  # fmt: skip
+    assert ours("dlu") == {}
+    cached = json.loads((tmp_path / "state" / "cli-versions.json").read_text())
+    assert list(cached.values()) == ["1.5.0"]  # asked once, by image id
+    # The dialect it speaks: the same plan passes.
+    v1 = config.read_text().replace('profile = "sim"', 'profile = "sim"\nflag_dialect = "v1"')
+    config.write_text(v1)
+    assert cli("up", "--dry-run", "--config", str(config), check=False).returncode == 0
+
+
+def test_rollout_to_such_an_image_is_refused_before_any_station_is_touched(
+    tmp_path: Path, free_block, cli1_image: str
+) -> None:
+    config = write_config(tmp_path, free_block(140), name="dlr", containers=2, runtime="docker",
+                          front="none")  # fmt: skip
+    try:
+        cli("up", "--no-daemon", "--config", str(config))
+        before = ours("dlr")
+        assert len(before) == 2
+        text = re.sub(r'(?m)^profile = "sim"$', f'profile = "sim"\nimage = "{cli1_image}"',
+                      config.read_text())  # fmt: skip
+        config.write_text(text)
+        result = cli("rollout", "--soak", "5s", "--config", str(config), check=False)
+        assert result.returncode == 2, result.stderr
+        assert "nothing changed: dlr-1: image" in result.stderr
+        assert "rejects --max-common-clients" in result.stderr
+        assert ours("dlr") == before  # the same containers, untouched
+        assert not (tmp_path / "state" / "rollout").exists()
+    finally:
+        cli(*PURGE, "--config", str(config), check=False)
