@@ -156,6 +156,7 @@ def plan_migration(
     ours_running: set[int],
     found_names: set[str],
     in_volumes: bool = True,
+    ours_restarting: set[int] | frozenset[int] = frozenset(),
 ) -> tuple[list[Step], list[str]]:
     """The steps, one station at a time in index order, or the refusals that stop it whole.
 
@@ -163,7 +164,9 @@ def plan_migration(
     volume); `ours_running`: indexes whose backend of ours runs or restarts; `found_names`: every
     container name on the host (an aside name must be free); `in_volumes`: our keys live in
     docker volumes named {cluster}-data-{i} (the docker runtime), so a station's volume of
-    that name is ours too. The process runtime keeps them in data dirs: always a copy."""
+    that name is ours too. The process runtime keeps them in data dirs: always a copy.
+    `ours_restarting`: those of `ours_running` docker is restarting (never "moved already":
+    the hand-over then waits for ours to be live, or puts the station back)."""
     steps: list[Step] = []
     refusals: list[str] = []
     seen: dict[str, str] = {}
@@ -195,7 +198,8 @@ def plan_migration(
                 f"set aside the one to drop by hand (conduitctl never overwrites a key)"
             )
         on_its_key = target == s.volume or ours == s.key_sha256
-        moved = s.set_aside and s.index in ours_running and on_its_key and not s.running
+        up = s.index in ours_running and s.index not in ours_restarting
+        moved = s.set_aside and up and on_its_key and not s.running
         # On docker a container of ours cannot bear the station's own name: that one is it.
         beside = not (in_volumes and s.container == backend and not s.set_aside)
         if s.index in ours_running and beside and not moved:

@@ -165,8 +165,8 @@ def test_a_migration_killed_half_way_is_picked_up_by_the_next_run(tmp_path: Path
     files = StateDir(s.state_dir)
     files.migration.parent.mkdir(parents=True, exist_ok=True)
     files.migration.write_text(
-        '{"stations": [{"container": "conduit-1", '
-        '"restart_policy": "always", "restart_retries": 0}]}'
+        '{"stations": [{"container": "conduit-1", "state": "legacy stopped", '
+        '"restart_policy": "always", "running": true}]}'
     )
     runtime.failing_starts["conduit-1"] = ConduitctlError("no image")
     with pytest.raises(MigrationStopped):
@@ -175,20 +175,83 @@ def test_a_migration_killed_half_way_is_picked_up_by_the_next_run(tmp_path: Path
     assert (box.running, box.policy) == (True, "always")
 
 
-def test_a_station_ours_already_runs_on_is_only_removed(tmp_path: Path) -> None:
+def moved_already(tmp_path: Path) -> tuple[Settings, FakeRuntime, FakeManagerHost]:
+    """A kill after ours came up: the station aside and stopped, ours on its key."""
     s, runtime, host = world(tmp_path)
     host.boxes["conduit-1-pre-conduitctl"] = host.boxes.pop("conduit-1")
     host.boxes["conduit-1-pre-conduitctl"].running = False
     runtime.seed(launch_specs(s)[0])
     runtime.keys["conduit-1"] = fake_key("s1")  # ours runs on the station's own key
+    return s, runtime, host
+
+
+def live(settings: Settings, backends: list, timeout: float) -> list[str]:
+    return []
+
+
+def test_a_station_ours_already_runs_on_live_is_only_removed(tmp_path: Path) -> None:
+    s, runtime, host = moved_already(tmp_path)
     host.failing[("remove", "conduit-1-pre-conduitctl")] = ConduitctlError("docker: busy")
     files = StateDir(s.state_dir)
     surveyed = survey(s, runtime, host)
     assert [step.done for step in surveyed.plan.steps] == [True]
-    done = hand_over(s, runtime, host, surveyed, files, progress=lambda _: None)
+    done = hand_over(s, runtime, host, surveyed, files, progress=lambda _: None, ready=live)
     assert done.moved == ["conduit-1"] and done.removed == []
     assert done.left[0].endswith("docker rm conduit-1-pre-conduitctl")
     assert not any(c[0] == "start" for c in runtime.calls)
+
+
+def test_ours_on_the_key_but_not_live_gives_the_station_back_not_removed(
+    tmp_path: Path,
+) -> None:
+    s, runtime, host = moved_already(tmp_path)
+    surveyed = survey(s, runtime, host)
+    with pytest.raises(MigrationStopped):
+        hand_over(s, runtime, host, surveyed, StateDir(s.state_dir), progress=lambda _: None,
+                  ready_timeout=0.01)  # fmt: skip
+    assert "conduit-1" not in runtime.containers  # ours gone first: one key, one process
+    assert host.boxes["conduit-1"].running  # the station serves again, not deleted
+
+
+def test_ours_restarting_on_the_key_is_never_taken_as_moved(tmp_path: Path) -> None:
+    s, runtime, host = moved_already(tmp_path)
+    runtime.containers["conduit-1"].state = State.RESTARTING
+    assert [step.done for step in survey(s, runtime, host).plan.steps] == [False]
+
+
+def test_the_station_s_own_container_under_our_name_is_never_removed(tmp_path: Path) -> None:
+    """The cluster edition: conduit-1 is conduit-manager's and would be ours. A failure
+    before our start must not remove it in ours's place."""
+    s, runtime, host = world(tmp_path)
+    removed: list[str] = []
+    runtime.remove = lambda name, purge=False: removed.append(name)  # type: ignore[method-assign]
+    host.failing[("stop", "conduit-1")] = ConduitctlError("docker: stop conduit-1: timeout")
+    with pytest.raises(MigrationStopped):
+        run(s, runtime, host)
+    assert removed == []
+    assert host.boxes["conduit-1"].running and host.boxes["conduit-1"].policy == "on-failure"
+
+
+def test_a_raw_docker_error_at_our_start_still_puts_the_station_back(tmp_path: Path) -> None:
+    s, runtime, host = world(tmp_path)
+    runtime.failing_starts["conduit-1"] = RuntimeError("500 Server Error: dockerd")
+    with pytest.raises(MigrationStopped, match="500 Server Error"):
+        run(s, runtime, host)
+    assert host.boxes["conduit-1"].running
+
+
+def test_a_kill_during_the_stop_keeps_the_first_policy_for_the_next_run(tmp_path: Path) -> None:
+    s, runtime, host = world(tmp_path)
+    # The journal says it was touched; the container shows "no" and stopped, not aside.
+    host.boxes["conduit-1"].policy, host.boxes["conduit-1"].running = "no", False
+    files = StateDir(s.state_dir)
+    files.migration.parent.mkdir(parents=True, exist_ok=True)
+    files.migration.write_text(
+        '{"stations": [{"container": "conduit-1", "state": "key placed", '
+        '"restart_policy": "unless-stopped", "running": true}]}'
+    )
+    station = survey(s, runtime, host, journal=files.migration).plan.steps[0].station
+    assert (station.restart_policy, station.running) == ("unless-stopped", True)
 
 
 def test_ours_restarting_beside_a_station_refuses_the_migration(tmp_path: Path) -> None:

@@ -72,22 +72,22 @@ def prepare(config: Path | None, settings_conf: Path | None, host_for: Any) -> M
         carried = [f"Not carried over: {'; '.join(not_carried)}."] if not_carried else []
         text = settings_to_toml(settings, header + carried)
     fleet = Fleet.of(settings, path)
-    surveyed = _surveyed(fleet, host)
-    if text is not None and len(images := _images(surveyed)) > 1:
+    surveyed = _surveyed(fleet, host, writes_config=text is not None)
+    return Migration(fleet, surveyed, text, not_carried, host=host)
+
+
+def _surveyed(fleet: Fleet, host: ManagerHost, *, writes_config: bool) -> Survey:
+    """The survey; with `writes_config`, stations on two images are refused too: the config
+    written for them could keep only one."""
+    surveyed = survey(fleet.settings, fleet.runtime, host, journal=fleet.files.migration)
+    images = sorted({step.station.image for step in surveyed.plan.steps})
+    if writes_config and len(images) > 1:
         surveyed.plan.refusals.append(
             f"the stations run {len(images)} images ({', '.join(images)}) and this fleet runs "
             "one: write conduit.toml with the workload.image to keep (import-settings), then "
             "run migrate again"
         )
-    return Migration(fleet, surveyed, text, not_carried, host=host)
-
-
-def _surveyed(fleet: Fleet, host: ManagerHost) -> Survey:
-    return survey(fleet.settings, fleet.runtime, host, journal=fleet.files.migration)
-
-
-def _images(surveyed: Survey) -> list[str]:
-    return sorted({step.station.image for step in surveyed.plan.steps})
+    return surveyed
 
 
 def carry_out(migration: Migration, progress: Progress) -> Migration:
@@ -97,7 +97,8 @@ def carry_out(migration: Migration, progress: Progress) -> Migration:
     fleet, host = migration.fleet, migration.host
     assert host is not None
     with changing(fleet, fleet.settings.backend_names()):
-        surveyed = _surveyed(fleet, host)  # what runs now, not when the plan was shown
+        # what runs now, not when the plan was shown
+        surveyed = _surveyed(fleet, host, writes_config=migration.config_text is not None)
         refuse(surveyed.plan)
         if migration.config_text is not None:
             write_config(migration.config_text, fleet.config_path,

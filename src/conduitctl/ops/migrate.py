@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Protocol
 
 from conduitctl.errors import BadInput, ConduitctlError
+from conduitctl.fleet import BackendSpec
 from conduitctl.migrate_plan import (
     FoundContainer,
     MigrationPlan,
@@ -52,6 +53,8 @@ from conduitctl.settings import Settings
 from conduitctl.statedir import StateDir, write_atomic
 
 Progress = Callable[[str], None]
+# (settings, backends, timeout s) -> the names not ready by then (ops.ready.wait_ready)
+WaitReady = Callable[[Settings, list[BackendSpec], float], list[str]]
 
 
 class ManagerHost(Protocol):
@@ -87,17 +90,17 @@ def survey(
     settings: Settings, runtime: Runtime, host: ManagerHost, journal: Path | None = None
 ) -> Survey:
     """What runs today and the whole plan; reads, never changes. `journal`: an earlier
-    migrate's, whose record of each set-aside station's restart policy is the one to restore
-    (the container itself says "no" by then)."""
+    migrate's, whose record of a station it had begun to hand over (its restart policy, and
+    whether it ran) is the one to restore: the container itself says "no" and stopped by then."""
     found = host.inventory()
     stations, refusals, layout = find_stations(found)
-    before = _journaled_policies(journal)
+    before = _journaled_originals(journal)
     keys: dict[int, bytes] = {}
     keyed: list[Station] = []
     for s in stations:
-        if s.set_aside and s.container in before:
-            s = replace(s, restart_policy=before[s.container][0],
-                        restart_retries=before[s.container][1])  # fmt: skip
+        if s.container in before:
+            policy, retries, was_running = before[s.container]
+            s = replace(s, restart_policy=policy, restart_retries=retries, running=was_running)
         try:
             data = host.read_key(s.volume, via=s.current_name)
         except ConduitctlError as exc:
@@ -121,7 +124,9 @@ def survey(
             ours = None
         our_keys[s.index] = sha256_hex(ours) if ours else None
     # A restarting one is running for this purpose: docker brings it back on its own.
-    running = {b.index for b in runtime.backends() if b.state in (State.RUNNING, State.RESTARTING)}
+    statuses = runtime.backends()
+    running = {b.index for b in statuses if b.state in (State.RUNNING, State.RESTARTING)}
+    restarting = {b.index for b in statuses if b.state == State.RESTARTING}
     steps, more = plan_migration(
         keyed,
         cluster=cluster,
@@ -130,6 +135,7 @@ def survey(
         ours_running=running,
         found_names={c.name for c in found},
         in_volumes=store.in_volumes,
+        ours_restarting=restarting,
     )
     refusals += more
     if not keyed and not refusals:
@@ -152,15 +158,24 @@ def survey(
     return Survey(plan=plan, keys=keys)
 
 
-def _journaled_policies(path: Path | None) -> dict[str, tuple[str, int]]:
-    """container -> (restart policy, retries) as an earlier migrate's journal recorded them."""
+# Journal states after which the container no longer shows what it was: "no", stopped, aside.
+_TOUCHED = ("key placed", "legacy stopped", "restore failed")
+
+
+def _journaled_originals(path: Path | None) -> dict[str, tuple[str, int, bool]]:
+    """container -> (restart policy, retries, running) as an earlier migrate recorded them
+    before touching it, for the stations it had begun and not finished or put back."""
     if path is None:
         return {}
     try:
         doc = json.loads(path.read_text())
-        return {str(e["container"]): (str(e["restart_policy"]), int(e.get("restart_retries", 0)))
-                for e in doc["stations"] if "restart_policy" in e}  # fmt: skip
-    except (OSError, ValueError, KeyError, TypeError):
+        return {
+            str(e["container"]): (str(e["restart_policy"]), int(e.get("restart_retries", 0)),
+                                  bool(e.get("running", True)))
+            for e in doc["stations"]
+            if "restart_policy" in e and str(e.get("state", "")).startswith(_TOUCHED)
+        }  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
 
 
@@ -198,6 +213,7 @@ class Journal:
                     "key_sha256": s.station.key_sha256,
                     "restart_policy": s.station.restart_policy,
                     "restart_retries": s.station.restart_retries,
+                    "running": s.station.running,
                     "state": self.states[s.station.container],
                 }
                 for s in self.plan.steps
@@ -215,12 +231,13 @@ def hand_over(
     *,
     progress: Progress,
     ready_timeout: float = READY_TIMEOUT,
+    ready: WaitReady = wait_ready,
 ) -> Migrated:
     """Carry out a plan `refuse` let through, station by station; the legacy containers are
     removed once all have moved. Raises MigrationStopped at the first station that does not
     come up (it runs in its legacy container again; the ones before it stay moved)."""
     move = _Handover(settings, runtime, host, Journal(files.migration, surveyed.plan),
-                     progress, ready_timeout)  # fmt: skip
+                     progress, ready_timeout, ready)  # fmt: skip
     moved = [move(step, surveyed.keys[step.station.index]) for step in surveyed.plan.steps]
     removed, left = [], []
     for step in surveyed.plan.steps:
@@ -245,19 +262,24 @@ class _Handover:
     journal: Journal
     progress: Progress
     ready_timeout: float
+    ready: WaitReady = wait_ready
 
     def __post_init__(self) -> None:
         self.aside = False  # the station being moved is under its aside name now
+        self.launched = False  # ours was started (or its start tried) for it
         self.specs: dict[str, LaunchSpec] = {s.name: s for s in launch_specs(self.settings)}
         self.store: KeyStore = self.runtime.key_store(self.settings)
 
     def __call__(self, step: Step, key: bytes) -> str:
         """One station moved; our backend's name. Raises MigrationStopped (restored)."""
         s = step.station
-        if step.done:
-            self.journal.set(s.container, "moved")
-            self.progress(f"{s.container}: moved already (an earlier migrate): {step.backend}")
-            return step.backend
+        spec = self.specs[step.backend]
+        if step.done:  # ours runs on its key: live, or the station goes back
+            self.aside = self.launched = True
+            found = next((b for b in self.runtime.backends() if b.name == step.backend), None)
+            failure = self._wait_live(step.backend, spec, found.restart_count if found else 0)
+            return self._settle(step, failure, f"{s.container}: moved already (an earlier "
+                                f"migrate), {step.backend} live on its key")  # fmt: skip
         if not step.shared_volume:
             self.store.write(step.backend, key)
             if sha256_hex(self.store.read(step.backend) or b"") != s.key_sha256:
@@ -268,8 +290,8 @@ class _Handover:
             self.progress(f"{s.container}: key {(s.key_sha256 or '')[:12]} copied to "
                           f"{step.target_volume}, verified by sha256")  # fmt: skip
         self.journal.set(s.container, "key placed")
-        spec = self.specs[step.backend]
         self.aside = s.set_aside  # where the way back starts from
+        self.launched = False  # ours exists only once its start was tried
         try:
             # "no" before the stop: a reboot between the two must not bring it back
             self.host.set_restart(s.current_name, "no")
@@ -279,17 +301,24 @@ class _Handover:
                 self.aside = True
             self.journal.set(s.container, "legacy stopped")
             self.progress(f"{s.container}: stopped, set aside as {s.aside}")
+            self.launched = True
             started = self.runtime.start(spec)
             failure = self._wait_live(step.backend, spec, started.restart_count)
-        except ConduitctlError as exc:
-            failure = str(exc)
         except KeyboardInterrupt:
             self.progress(f"{s.container}: interrupted; putting it back")
             self._restore(step)
             raise
+        except Exception as exc:  # a docker error of any kind: the way back is the same
+            failure = str(exc) or type(exc).__name__
+        return self._settle(step, failure, f"{s.container}: now {step.backend}, live on the "
+                            "same key")  # fmt: skip
+
+    def _settle(self, step: Step, failure: str | None, moved: str) -> str:
+        """Moved (said `moved`), or restored and stopped there."""
+        s = step.station
         if failure is None:
             self.journal.set(s.container, "moved")
-            self.progress(f"{s.container}: now {step.backend}, live on the same key")
+            self.progress(moved)
             return step.backend
         self._restore(step)
         raise MigrationStopped(
@@ -305,7 +334,7 @@ class _Handover:
         count once started (a recreate may carry one over)."""
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
-            if not wait_ready(self.settings, [spec.backend], 0.5):
+            if not self.ready(self.settings, [spec.backend], 0.5):
                 return None
             found = next((b for b in self.runtime.backends() if b.name == name), None)
             if found is None or found.state != State.RUNNING or found.restart_count > restarts:
@@ -318,13 +347,17 @@ class _Handover:
         first: never two processes on one key. Raises MigrationStopped naming what is left
         to do by hand when a step of the way back fails."""
         s = step.station
+        where = s.aside if self.aside else s.container
         try:
-            self.runtime.remove(step.backend, purge=False)  # its data (the key) stays
-        except ConduitctlError as exc:
+            # Only ours once its start was tried: before that the name may be the station's
+            # own container (conduit-2 is conduit-manager's and ours), which must stay.
+            if self.launched:
+                self.runtime.remove(step.backend, purge=False)  # its data (the key) stays
+        except Exception as exc:
             self.journal.set(s.container, "restore failed: ours not removed")
             raise MigrationStopped(
                 f"{step.backend} did not come up, and it could not be removed ({exc}); "
-                f"{s.container} stays stopped as {s.aside} so that its key never runs twice: "
+                f"{s.container} stays stopped as {where} so that its key never runs twice: "
                 f"docker rm -f {step.backend}, then run migrate again"
             ) from None
         undo: list[tuple[str, Callable[[], None]]] = []
@@ -339,7 +372,7 @@ class _Handover:
         for i, (command, action) in enumerate(undo):
             try:
                 action()
-            except ConduitctlError as exc:
+            except Exception as exc:
                 self.journal.set(s.container, f"restore failed at: {command}")
                 rest = "; ".join(c for c, _ in undo[i:])
                 raise MigrationStopped(
