@@ -35,20 +35,31 @@ __all__ = [
     "SET_KEYS",
     "bandwidth_problem",
     "cli_version",
+    "dialect_in_help",
     "flag_problem",
     "set_argv",
     "set_problem",
 ]
 
-# cobra's --version template: "conduit version 2.0.0" (a "v" prefix taken too)
-_VERSION_LINE = re.compile(r"\bversion\s+v?(\d+(?:\.\d+){0,2})\b")
+# cobra's --version template: "conduit version 2.0.0"; a tag such as v2.0.0 or
+# release-cli-2.0.0 (what `git describe` gives the CLI's Makefile) is read for its number.
+_VERSION_LINE = re.compile(r"\bversion\s+\S*?(\d+\.\d+(?:\.\d+)?)\b")
+_V1_FLAG = re.compile(r"--max-clients\b")
 
 
 def cli_version(output: str) -> str | None:
     """The CLI version in what `conduit --version` printed, or None when it says none (a
-    development build's "dev", or not a Conduit CLI at all)."""
+    development build's "dev", as the published image's is, or not a Conduit CLI)."""
     match = _VERSION_LINE.search(output)
     return match.group(1) if match else None
+
+
+def dialect_in_help(output: str) -> str | None:
+    """What `conduit start --help` lists, as a major version: "2" when it has the 2.0 flags,
+    "1" when only the 1.x one, None when neither (not a Conduit CLI)."""
+    if "--max-common-clients" in output:
+        return "2"
+    return "1" if _V1_FLAG.search(output) else None
 
 
 def flag_problem(image: str, version: str, argv: Sequence[str], dialect: str) -> str | None:
@@ -58,12 +69,13 @@ def flag_problem(image: str, version: str, argv: Sequence[str], dialect: str) ->
     if flag is None:
         return None
     speaks = "v2" if major(version) >= 2 else "v1"
+    shown = version if "." in version else f"{version}.x"  # known from its help alone
     fix = (
         f'set workload.flag_dialect = "{speaks}"'
         if speaks != dialect
         else "drop it from workload.extra_args"
     )
-    return f"image {image} runs the Conduit CLI {version}, which rejects {flag}; {fix}"
+    return f"image {image} runs the Conduit CLI {shown}, which rejects {flag}; {fix}"
 
 
 def bandwidth_problem(mbps: float) -> str | None:

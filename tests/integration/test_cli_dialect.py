@@ -75,3 +75,32 @@ def test_rollout_to_such_an_image_is_refused_before_any_station_is_touched(
         assert not (tmp_path / "state" / "rollout").exists()
     finally:
         cli(*PURGE, "--config", str(config), check=False)
+
+
+DEV_TAG = "conduit-sim:cli-dev-dialect-test"
+# A development build of the 1.x CLI, as the published image is one: `--version` names no
+# version, and only `start --help`'s flag list tells which CLI it is.
+DEV_ENTRYPOINT = (
+    'case "$1" in --version) echo "conduit version dev";; '
+    'start) echo "  -m, --max-clients int   maximum number of proxy clients";; esac'
+)
+
+
+def test_a_dev_build_is_known_by_its_flags(tmp_path: Path, free_block, sim_image: str) -> None:
+    client = docker.from_env()
+    dockerfile = (
+        f"FROM {sim_image}\nENTRYPOINT {json.dumps(['/bin/sh', '-c', DEV_ENTRYPOINT, 'conduit'])}\n"
+    )
+    client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=DEV_TAG, rm=True)
+    try:
+        config = write_config(tmp_path, free_block(140), name="dld", containers=1,
+                              runtime="docker", image=DEV_TAG)  # fmt: skip
+        result = cli("up", "--dry-run", "--config", str(config), check=False)
+        assert result.returncode == 2, result.stderr
+        assert (f"image {DEV_TAG} runs the Conduit CLI 1.x, which rejects --max-common-clients; "
+                'set workload.flag_dialect = "v1"') in result.stderr  # fmt: skip
+        cached = json.loads((tmp_path / "state" / "cli-versions.json").read_text())
+        assert list(cached.values()) == ["1"]
+    finally:
+        client.images.remove(DEV_TAG, noprune=True)
+    assert not client.containers.list(all=True, filters={"label": "io.conduitctl.probe"})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conduitctl.conduit_cli import cli_version, flag_problem
+from conduitctl.conduit_cli import cli_version, dialect_in_help, flag_problem
 
 V2_ARGS = ["start", "--max-common-clients", "50", "--bandwidth", "40", "--data-dir", "/d"]
 V1_ARGS = ["start", "--max-clients", "50", "--bandwidth", "40", "--stats-file", "/d/s.json"]
@@ -12,6 +12,7 @@ def test_the_version_line_of_cobra_and_of_the_simulator():
     assert cli_version("conduit version 2.0.0\n") == "2.0.0"
     assert cli_version("conduit version v1.5.0\n") == "1.5.0"
     assert cli_version("conduit version dev\n") is None  # a development build: no version
+    assert cli_version("conduit version release-cli-2.0.0\n") == "2.0.0"  # git describe
     assert cli_version("python3: can't open file\n") is None
     assert cli_version("") is None
 
@@ -37,3 +38,11 @@ def test_an_extra_arg_of_the_other_version_is_named_as_such():
     problem = flag_problem("img", "2.0.0", [*V2_ARGS, "--stats-file", "x"], "v2")
     assert problem is not None and problem.endswith("rejects --stats-file; drop it from "
                                                     "workload.extra_args")  # fmt: skip
+
+
+def test_a_dev_build_is_known_by_the_flags_its_help_lists():
+    assert dialect_in_help("  -m, --max-common-clients int   max common clients") == "2"
+    assert dialect_in_help("  -m, --max-clients int   maximum number of proxy clients") == "1"
+    assert dialect_in_help("usage: nginx [-h]") is None
+    problem = flag_problem("img", "1", V2_ARGS, "v2")
+    assert problem is not None and "runs the Conduit CLI 1.x, which rejects" in problem

@@ -1,8 +1,12 @@
-"""Which Conduit CLI an image holds: `IMAGE --version` in a throwaway container, once per
-image id (an id never changes what it holds), kept in STATE_DIR/cli-versions.json.
+"""Which Conduit CLI an image holds: `IMAGE --version` in a throwaway container, and when
+that names no version (the published image is a "dev" build), `IMAGE start --help`'s flags.
+Asked once per image id (an id never changes what it holds); the answers are kept in
+STATE_DIR/cli-versions.json.
 
 The container has no network, no capabilities, a read-only root and 10 s: an image that
-does not know `--version` and starts a station instead reaches nobody and is killed.
+does not know the flag and starts a station instead reaches nobody and is killed, and is
+remembered as naming no version. A probe dockerd failed is asked again next time, never
+remembered.
 """
 
 from __future__ import annotations
@@ -13,65 +17,91 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from conduitctl.conduit_cli import cli_version
+from conduitctl.conduit_cli import cli_version, dialect_in_help
 from conduitctl.statedir import write_atomic
 
 log = logging.getLogger(__name__)
 ASK_TIMEOUT_S = 10.0
 
 
+class _Hung(Exception):
+    """The probe ran ASK_TIMEOUT_S without exiting."""
+
+
 class CliVersions:
     def __init__(self, client: Any, cache: Path | None = None) -> None:
         self.client = client
         self.cache = cache
-        self._known: dict[str, str] | None = None
+        self._known: dict[str, str] = {}
 
     def version(self, image_id: str) -> str | None:
-        """The CLI version the image prints, or None when it prints none (remembered too:
-        "" in the cache)."""
-        known = self._load()
-        if image_id not in known:
-            known[image_id] = self._ask(image_id) or ""
+        """The CLI version ("2.0.0", or "2" / "1" when only its flags tell), or None when
+        it names none."""
+        if image_id not in self._known:
+            self._known.update(self._read())  # another process may have asked meanwhile
+        if image_id not in self._known:
+            answer = self._ask(image_id)
+            if answer is None:
+                return None  # not answered: asked again next time
+            self._known[image_id] = answer
             self._save()
-        return known[image_id] or None
+        return self._known[image_id] or None
 
     def _ask(self, image_id: str) -> str | None:
-        import docker.errors
+        """What the image says ("" for no version), or None when it could not be asked."""
+        try:
+            printed = self._run(image_id, ["--version"])
+            if printed is None:
+                return None
+            version = cli_version(printed)
+            if version is not None:
+                return version
+            helped = self._run(image_id, ["start", "--help"])
+        except _Hung:
+            return ""  # it does not answer as a CLI does: no version, and no second wait
+        return None if helped is None else dialect_in_help(helped) or ""
+
+    def _run(self, image_id: str, args: list[str]) -> str | None:
+        """Its output (stdout and stderr), or None when dockerd could not run it. Raises _Hung
+        when it ran ASK_TIMEOUT_S without exiting."""
+        import requests.exceptions  # docker's own transport: loaded with the SDK anyway
 
         container = None
         try:
-            container = self.client.containers.run(
-                image_id, ["--version"], detach=True, network_mode="none", read_only=True,
-                cap_drop=["ALL"], security_opt=["no-new-privileges:true"], pids_limit=64,
-                mem_limit="128m", labels={"io.conduitctl.probe": "cli-version"},
+            container = self.client.containers.create(
+                image_id, args, network_mode="none", read_only=True, cap_drop=["ALL"],
+                security_opt=["no-new-privileges:true"], pids_limit=64, mem_limit="128m",
+                labels={"io.conduitctl.probe": "cli-version"},
             )  # fmt: skip
+            container.start()
             container.wait(timeout=ASK_TIMEOUT_S)
-            output = container.logs(stdout=True, stderr=True).decode(errors="replace")
-        except Exception as exc:  # dockerd's error, or requests' own when the wait times out
+            return str(container.logs(stdout=True, stderr=True).decode(errors="replace"))
+        except requests.exceptions.ReadTimeout:
+            raise _Hung() from None
+        except Exception as exc:  # dockerd's error: not an answer
             log.warning("cli version not known", extra={"image": image_id[:19], "error": str(exc)})
             return None
         finally:
             if container is not None:
-                with contextlib.suppress(docker.errors.DockerException):
+                with contextlib.suppress(Exception):
                     container.remove(force=True)
-        return cli_version(output)
 
-    def _load(self) -> dict[str, str]:
-        if self._known is None:
-            self._known = {}
-            if self.cache is not None:
-                try:
-                    data = json.loads(self.cache.read_text())
-                    self._known = {str(k): str(v) for k, v in data.items()}
-                except (OSError, ValueError, AttributeError):
-                    pass
-        return self._known
+    def _read(self) -> dict[str, str]:
+        if self.cache is None:
+            return {}
+        try:
+            data = json.loads(self.cache.read_text())
+            return {str(k): str(v) for k, v in data.items()}
+        except (OSError, ValueError, AttributeError):
+            return {}
 
     def _save(self) -> None:
-        if self.cache is None or self._known is None:
+        if self.cache is None:
             return
         try:
             self.cache.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.cache, json.dumps(self._known, indent=1) + "\n", secret=False)
+            known = {**self._read(), **self._known}
+            write_atomic(self.cache, json.dumps(known, indent=1, sort_keys=True) + "\n",
+                         secret=False)  # fmt: skip
         except OSError as exc:  # only a cache: the next command asks again
             log.warning("cli versions not saved", extra={"error": str(exc)})

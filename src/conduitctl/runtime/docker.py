@@ -30,7 +30,8 @@ from conduitctl.settings import Settings
 from conduitctl.units import format_size
 from conduitctl.workloads import PROFILES
 
-NAME_CONFLICT_RETRIES = 3
+NAME_CONFLICT_RETRIES = 5
+NAME_CONFLICT_BACKOFF_S = 0.2  # times the attempt: a name held by a removal in progress
 _STATES = {
     "running": State.RUNNING,
     "restarting": State.RESTARTING,
@@ -398,6 +399,9 @@ class DockerRuntime:
                 # Another actor (the supervisor finishing a restart it began before a hold)
                 # created one by that name between our remove and our create: ours wins.
                 if exc.status_code == 409 and attempt < NAME_CONFLICT_RETRIES:
+                    # A container dockerd is still removing keeps its name meanwhile, and is
+                    # no longer found by it: wait a little longer each time (3 s at most).
+                    time.sleep(NAME_CONFLICT_BACKOFF_S * (attempt + 1))
                     continue
                 raise ConduitctlError(f"{spec.name}: {start_error_hint(exc, spec)}") from None
         created.reload()
