@@ -57,10 +57,21 @@ class Station:
     restart_policy: str = "unless-stopped"
     restart_retries: int = 0
     set_aside: bool = False  # an earlier migrate stopped it and renamed it aside already
+    # An earlier migrate had touched it: the restart policy above is the journal's, and
+    # `ran_before` is whether it ran then (the container shows "no" and stopped now).
+    touched: bool = False
+    ran_before: bool | None = None
 
     @property
     def aside(self) -> str:
         return self.container + ASIDE_SUFFIX
+
+    @property
+    def ran(self) -> bool:
+        """Whether it ran before any migrate touched it: what a way back restores."""
+        if self.ran_before is not None:
+            return self.ran_before
+        return self.running or self.set_aside  # set aside with no journal: it served then
 
     @property
     def current_name(self) -> str:
@@ -165,8 +176,8 @@ def plan_migration(
     container name on the host (an aside name must be free); `in_volumes`: our keys live in
     docker volumes named {cluster}-data-{i} (the docker runtime), so a station's volume of
     that name is ours too. The process runtime keeps them in data dirs: always a copy.
-    `ours_restarting`: those of `ours_running` docker is restarting (never "moved already":
-    the hand-over then waits for ours to be live, or puts the station back)."""
+    `ours_restarting`: those of `ours_running` docker is restarting: never "moved already",
+    so refused as running beside the station until it settles."""
     steps: list[Step] = []
     refusals: list[str] = []
     seen: dict[str, str] = {}

@@ -101,6 +101,26 @@ def test_a_dev_build_is_known_by_its_flags(tmp_path: Path, free_block, sim_image
                 'set workload.flag_dialect = "v1"') in result.stderr  # fmt: skip
         cached = json.loads((tmp_path / "state" / "cli-versions.json").read_text())
         assert list(cached.values()) == ["1"]
+        assert not client.containers.list(all=True, filters={"ancestor": DEV_TAG})  # removed
     finally:
         client.images.remove(DEV_TAG, noprune=True)
-    assert not client.containers.list(all=True, filters={"label": "io.conduitctl.probe"})
+
+
+def test_a_probe_that_hangs_is_killed_and_remembered_as_no_version(
+    tmp_path: Path, sim_image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conduitctl.runtime import cli_versions
+
+    client = docker.from_env()
+    tag = "conduit-sim:cli-hangs-dialect-test"
+    dockerfile = f'FROM {sim_image}\nENTRYPOINT ["sleep", "60"]\n'
+    image = client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)[0]
+    monkeypatch.setattr(cli_versions, "ASK_TIMEOUT_S", 1.0)
+    try:
+        cache = tmp_path / "cli-versions.json"
+        asked = cli_versions.CliVersions(client, cache)
+        assert asked.version(image.id) is None
+        assert json.loads(cache.read_text()) == {image.id: ""}  # asked once, not every time
+        assert not client.containers.list(all=True, filters={"ancestor": tag})  # killed, removed
+    finally:
+        client.images.remove(tag, noprune=True)

@@ -5,6 +5,7 @@ migration that stopped half-way."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from fakes import FakeRuntime, fake_key, fleet_config
 
 from conduitctl.errors import ConduitctlError
 from conduitctl.migrate_plan import FoundContainer
-from conduitctl.ops.migrate import MigrationStopped, hand_over, survey
+from conduitctl.ops.migrate import Journal, MigrationStopped, hand_over, survey
 from conduitctl.runtime.base import State, launch_specs
 from conduitctl.settings import Settings, settings_from_dict
 from conduitctl.statedir import StateDir
@@ -166,7 +167,7 @@ def test_a_migration_killed_half_way_is_picked_up_by_the_next_run(tmp_path: Path
     files.migration.parent.mkdir(parents=True, exist_ok=True)
     files.migration.write_text(
         '{"stations": [{"container": "conduit-1", "state": "legacy stopped", '
-        '"restart_policy": "always", "running": true}]}'
+        '"restart_policy": "always", "running": true, "touched": true}]}'
     )
     runtime.failing_starts["conduit-1"] = ConduitctlError("no image")
     with pytest.raises(MigrationStopped):
@@ -248,10 +249,10 @@ def test_a_kill_during_the_stop_keeps_the_first_policy_for_the_next_run(tmp_path
     files.migration.parent.mkdir(parents=True, exist_ok=True)
     files.migration.write_text(
         '{"stations": [{"container": "conduit-1", "state": "key placed", '
-        '"restart_policy": "unless-stopped", "running": true}]}'
+        '"restart_policy": "unless-stopped", "running": true, "touched": true}]}'
     )
     station = survey(s, runtime, host, journal=files.migration).plan.steps[0].station
-    assert (station.restart_policy, station.running) == ("unless-stopped", True)
+    assert (station.restart_policy, station.ran, station.running) == ("unless-stopped", True, False)
 
 
 def test_ours_restarting_beside_a_station_refuses_the_migration(tmp_path: Path) -> None:
@@ -269,3 +270,40 @@ def test_an_unreadable_key_refuses_in_one_line(tmp_path: Path) -> None:
     assert survey(s, runtime, host).plan.refusals == [
         "conduit-1: conduit_key.json: Permission denied"
     ]
+
+
+def journal_of(s: Settings, **entry: object) -> Path:
+    files = StateDir(s.state_dir)
+    files.migration.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"stations": [{"container": "conduit-1", "touched": True, "running": True, **entry}]}
+    files.migration.write_text(json.dumps(doc))
+    return files.migration
+
+
+def test_a_kill_while_ours_came_up_resumes_as_moved_not_refused(tmp_path: Path) -> None:
+    s, runtime, host = moved_already(tmp_path)
+    journal = journal_of(s, state="legacy stopped", restart_policy="always")
+    surveyed = survey(s, runtime, host, journal=journal)
+    assert surveyed.plan.refusals == [] and [st.done for st in surveyed.plan.steps] == [True]
+    assert surveyed.plan.steps[0].station.restart_policy == "always"
+
+
+def test_the_first_policy_outlives_a_second_interrupted_run(tmp_path: Path) -> None:
+    s, runtime, host = world(tmp_path)
+    host.boxes["conduit-1"].policy, host.boxes["conduit-1"].running = "no", False
+    journal = journal_of(s, state="legacy stopped", restart_policy="unless-stopped")
+    surveyed = survey(s, runtime, host, journal=journal)
+    Journal(journal, surveyed.plan)  # a second run starts, and is killed at once
+    again = survey(s, runtime, host, journal=journal).plan.steps[0].station
+    assert (again.restart_policy, again.ran) == ("unless-stopped", True)
+
+
+def test_a_station_moved_then_put_back_gets_its_first_policy(tmp_path: Path) -> None:
+    s, runtime, host = moved_already(tmp_path)
+    journal = journal_of(s, state="moved", restart_policy="always")
+    surveyed = survey(s, runtime, host, journal=journal)
+    with pytest.raises(MigrationStopped):
+        hand_over(s, runtime, host, surveyed, StateDir(s.state_dir), progress=lambda _: None,
+                  ready_timeout=0.01)  # fmt: skip
+    assert (host.boxes["conduit-1"].policy, host.boxes["conduit-1"].running) == ("always", True)
+    assert json.loads(journal.read_text())["stations"][0]["touched"] is False  # put back

@@ -99,8 +99,9 @@ def survey(
     keyed: list[Station] = []
     for s in stations:
         if s.container in before:
-            policy, retries, was_running = before[s.container]
-            s = replace(s, restart_policy=policy, restart_retries=retries, running=was_running)
+            policy, retries, ran = before[s.container]
+            s = replace(s, restart_policy=policy, restart_retries=retries, touched=True,
+                        ran_before=ran)  # fmt: skip
         try:
             data = host.read_key(s.volume, via=s.current_name)
         except ConduitctlError as exc:
@@ -158,13 +159,9 @@ def survey(
     return Survey(plan=plan, keys=keys)
 
 
-# Journal states after which the container no longer shows what it was: "no", stopped, aside.
-_TOUCHED = ("key placed", "legacy stopped", "restore failed")
-
-
 def _journaled_originals(path: Path | None) -> dict[str, tuple[str, int, bool]]:
     """container -> (restart policy, retries, running) as an earlier migrate recorded them
-    before touching it, for the stations it had begun and not finished or put back."""
+    before touching it, for the stations it touched and did not put back or remove."""
     if path is None:
         return {}
     try:
@@ -173,7 +170,7 @@ def _journaled_originals(path: Path | None) -> dict[str, tuple[str, int, bool]]:
             str(e["container"]): (str(e["restart_policy"]), int(e.get("restart_retries", 0)),
                                   bool(e.get("running", True)))
             for e in doc["stations"]
-            if "restart_policy" in e and str(e.get("state", "")).startswith(_TOUCHED)
+            if "restart_policy" in e and e.get("touched") is True
         }  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
@@ -193,11 +190,18 @@ class Journal:
     def __init__(self, path: Path, plan: MigrationPlan) -> None:
         self.path = path
         self.states = {s.station.container: "pending" for s in plan.steps}
+        # Touched: its container no longer shows what it was ("no", stopped, aside), so the
+        # journal's policy is the one to restore. Sticky across runs until put back or removed.
+        self.touched = {s.station.container: s.station.touched for s in plan.steps}
         self.plan = plan
         self.write()
 
     def set(self, container: str, state: str) -> None:
         self.states[container] = state
+        if state.startswith(("restored", "removed")):
+            self.touched[container] = False
+        elif state != "pending":
+            self.touched[container] = True  # "key placed" too: "no" comes right after
         self.write()
 
     def write(self) -> None:
@@ -213,7 +217,8 @@ class Journal:
                     "key_sha256": s.station.key_sha256,
                     "restart_policy": s.station.restart_policy,
                     "restart_retries": s.station.restart_retries,
-                    "running": s.station.running,
+                    "running": s.station.ran,
+                    "touched": self.touched[s.station.container],
                     "state": self.states[s.station.container],
                 }
                 for s in self.plan.steps
@@ -367,7 +372,7 @@ class _Handover:
         undo.append((f"docker update --restart {s.restart_policy} {s.container}",
                      lambda: self.host.set_restart(s.container, s.restart_policy,
                                                    s.restart_retries)))  # fmt: skip
-        if s.running or s.set_aside:  # set aside by an earlier migrate: it was serving then
+        if s.ran:
             undo.append((f"docker start {s.container}", lambda: self.host.start(s.container)))
         for i, (command, action) in enumerate(undo):
             try:

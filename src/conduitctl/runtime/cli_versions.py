@@ -28,6 +28,14 @@ class _Hung(Exception):
     """The probe ran ASK_TIMEOUT_S without exiting."""
 
 
+def _still_running(container: Any) -> bool:
+    try:
+        container.reload()
+    except Exception:  # gone, or dockerd gone: not known to hang
+        return False
+    return bool(container.status == "running")
+
+
 class CliVersions:
     def __init__(self, client: Any, cache: Path | None = None) -> None:
         self.client = client
@@ -64,8 +72,6 @@ class CliVersions:
     def _run(self, image_id: str, args: list[str]) -> str | None:
         """Its output (stdout and stderr), or None when dockerd could not run it. Raises _Hung
         when it ran ASK_TIMEOUT_S without exiting."""
-        import requests.exceptions  # docker's own transport: loaded with the SDK anyway
-
         container = None
         try:
             container = self.client.containers.create(
@@ -76,9 +82,12 @@ class CliVersions:
             container.start()
             container.wait(timeout=ASK_TIMEOUT_S)
             return str(container.logs(stdout=True, stderr=True).decode(errors="replace"))
-        except requests.exceptions.ReadTimeout:
-            raise _Hung() from None
-        except Exception as exc:  # dockerd's error: not an answer
+        except Exception as exc:
+            # A wait that times out surfaces as ReadTimeout or as a ConnectionError (docker-py
+            # #1966): what tells is that the probe still runs.
+            if container is not None and _still_running(container):
+                raise _Hung() from None
+            # dockerd's own error: not an answer
             log.warning("cli version not known", extra={"image": image_id[:19], "error": str(exc)})
             return None
         finally:
