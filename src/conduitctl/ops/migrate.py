@@ -281,8 +281,11 @@ class _Handover:
         spec = self.specs[step.backend]
         if step.done:  # ours runs on its key: live, or the station goes back
             self.aside = self.launched = True
-            found = next((b for b in self.runtime.backends() if b.name == step.backend), None)
-            failure = self._wait_live(step.backend, spec, found.restart_count if found else 0)
+            try:
+                found = next((b for b in self.runtime.backends() if b.name == step.backend), None)
+                failure = self._wait_live(step.backend, spec, found.restart_count if found else 0)
+            except Exception as exc:  # as below: any docker error takes the way back
+                failure = str(exc) or type(exc).__name__
             return self._settle(step, failure, f"{s.container}: moved already (an earlier "
                                 f"migrate), {step.backend} live on its key")  # fmt: skip
         if not step.shared_volume:
