@@ -202,23 +202,31 @@ class DockerRuntime:
         """An image whose Conduit CLI would refuse the flags (exit 1 at every start: a crash
         loop), found before any station is touched. The volume is the data, owned at create."""
         problems: dict[str, str] = {}
+        versions: dict[str, str | None] = {}  # image -> its CLI: one lookup for the fleet
         for spec in specs:
             profile = PROFILES[spec.profile]
             if not profile.conduit_cli or spec.command is not None or spec.image is None:
                 continue  # workload.command: the operator's own command line
-            image_id = self.image_id(spec.image)
-            if image_id is None:
-                continue  # not here yet: pulled at start, and a refusal shows as its exit
-            if self._cli_versions is None:
-                self._cli_versions = CliVersions(self.client, self._cli_cache)
-            version = self._cli_versions.version(image_id)
+            if spec.image not in versions:
+                versions[spec.image] = self._cli_version(spec.image)
+            version = versions[spec.image]
+            # None: not here yet (a refusal shows as its exit), or it names neither a version
+            # nor known flags (taken on trust)
             if version is None:
-                continue  # a development build says no version: its flags are taken on trust
+                continue
             argv = spec.argv(profile.data_dir)
             problem = flag_problem(spec.image, version, argv, spec.dialect)
             if problem is not None:
                 problems[spec.name] = problem
         return problems
+
+    def _cli_version(self, image: str) -> str | None:
+        image_id = self.image_id(image)
+        if image_id is None:
+            return None
+        if self._cli_versions is None:
+            self._cli_versions = CliVersions(self.client, self._cli_cache)
+        return self._cli_versions.version(image_id)
 
     def foreign(self, names: Iterable[str]) -> dict[str, str]:
         wanted = set(names)
